@@ -1,0 +1,280 @@
+//! Outgoing frames.
+
+use std::cell::RefCell;
+
+use serde::Serialize;
+
+use crate::codec::AnyCodec;
+use crate::config::Compression;
+use crate::error::{Error, Result};
+use crate::frame::{Framing, Kind, FLAG_COMPRESSED};
+use crate::legacy::LegacyMap;
+use crate::{hex, zlib};
+
+/// A message ready to be sent in one WebSocket frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WireMessage {
+    /// Send as a TEXT frame.
+    Text(String),
+    /// Send as a BINARY frame.
+    Binary(Vec<u8>),
+}
+
+impl WireMessage {
+    /// Length in bytes as it goes on the wire (without WebSocket framing).
+    pub fn len(&self) -> usize {
+        match self {
+            WireMessage::Text(s) => s.len(),
+            WireMessage::Binary(b) => b.len(),
+        }
+    }
+
+    /// True for an empty message.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The message bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            WireMessage::Text(s) => s.as_bytes(),
+            WireMessage::Binary(b) => b,
+        }
+    }
+}
+
+/// Largest scratch buffer kept per thread between messages.
+const SCRATCH_KEEP: usize = 1 << 20;
+
+thread_local! {
+    static SCRATCH: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Runs `f` with two cleared per-thread scratch buffers (fresh ones if already in use).
+fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>, &mut Vec<u8>) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut pair) => {
+            let (a, b) = &mut *pair;
+            a.clear();
+            b.clear();
+            let r = f(a, b);
+            for v in [a, b] {
+                if v.capacity() > SCRATCH_KEEP {
+                    *v = Vec::new();
+                }
+            }
+            r
+        }
+        Err(_) => f(&mut Vec::new(), &mut Vec::new()),
+    })
+}
+
+/// Appends `value` as an unsigned LEB128 varint.
+pub(crate) fn write_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push(value as u8 | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// Builds outgoing frames for one connection: a framing, a codec and a compression policy.
+///
+/// Cheap to clone. Compression state and scratch buffers are reused per thread, so encoding
+/// allocates the outgoing message and nothing else.
+///
+/// # Examples
+///
+/// ```
+/// use webmesh_codec::{decode_frame, AnyCodec, Compression, FrameEncoder, FrameType, Framing, Kind, Limits, WireMessage};
+///
+/// let enc = FrameEncoder::new(Framing::V1, AnyCodec::MSGPACK, Compression::default());
+/// let WireMessage::Binary(bytes) = enc.call(7, "/echo", &"hi")? else { unreachable!() };
+/// assert_eq!(bytes, b"\x00\x07\x05/echo\xa2hi");
+///
+/// let frame = decode_frame(Framing::V1, &AnyCodec::MSGPACK, &Limits::default(), FrameType::Binary, bytes.into())?;
+/// assert_eq!((frame.kind(), frame.id(), frame.path()), (Kind::Call, 7, "/echo"));
+/// assert_eq!(frame.decode::<String>()?, "hi");
+/// # Ok::<(), webmesh_codec::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct FrameEncoder {
+    framing: Framing,
+    codec: AnyCodec,
+    compression: Compression,
+}
+
+impl FrameEncoder {
+    /// An encoder for `framing` with `codec`, compressing as `compression` says.
+    pub fn new(framing: Framing, codec: AnyCodec, compression: Compression) -> Self {
+        FrameEncoder {
+            framing,
+            codec,
+            compression,
+        }
+    }
+
+    /// The framing.
+    pub fn framing(&self) -> Framing {
+        self.framing
+    }
+
+    /// The codec.
+    pub fn codec(&self) -> &AnyCodec {
+        &self.codec
+    }
+
+    /// The same encoder with another codec (a legacy reply goes out in the request's codec).
+    #[must_use]
+    pub fn with_codec(&self, codec: AnyCodec) -> Self {
+        FrameEncoder {
+            codec,
+            ..self.clone()
+        }
+    }
+
+    /// A call of `path` with correlation `id`. Legacy: the `{"path", "data"}` map (no id).
+    pub fn call<T: Serialize + ?Sized>(&self, id: u64, path: &str, value: &T) -> Result<WireMessage> {
+        self.message(Kind::Call, id, path, value)
+    }
+
+    /// A one-way message on `path` (emit, push). Legacy: the `{"path", "data"}` map.
+    pub fn notify<T: Serialize + ?Sized>(&self, path: &str, value: &T) -> Result<WireMessage> {
+        self.message(Kind::Notify, 0, path, value)
+    }
+
+    /// The reply to call `id` on `path`.
+    ///
+    /// Legacy: the `{"path", "data"}` map, or `None` when the value encodes to null: 0.1.2 sends
+    /// no reply for `None`. v1 always answers a call.
+    pub fn reply<T: Serialize + ?Sized>(
+        &self,
+        id: u64,
+        path: &str,
+        value: &T,
+    ) -> Result<Option<WireMessage>> {
+        match self.framing {
+            Framing::V1 => self
+                .v1(Kind::Reply, id, "", |out| self.codec.encode(value, out))
+                .map(Some),
+            Framing::Legacy if crate::nil::is_nil(value) => Ok(None),
+            Framing::Legacy => self.legacy(path, value).map(Some),
+        }
+    }
+
+    /// An `Error` answer to call `id`. Legacy framing has no errors: `None` (log it instead).
+    pub fn error<D: Serialize + ?Sized>(
+        &self,
+        id: u64,
+        code: &str,
+        message: &str,
+        data: Option<&D>,
+    ) -> Result<Option<WireMessage>> {
+        #[derive(Serialize)]
+        struct Body<'a, D: ?Sized> {
+            code: &'a str,
+            message: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            data: Option<&'a D>,
+        }
+        match self.framing {
+            Framing::V1 => {
+                let body = Body { code, message, data };
+                self.v1(Kind::Error, id, "", |out| self.codec.encode(&body, out))
+                    .map(Some)
+            }
+            Framing::Legacy => Ok(None),
+        }
+    }
+
+    /// An `Error` answer with no data; see [`error`](Self::error).
+    pub fn error_plain(&self, id: u64, code: &str, message: &str) -> Result<Option<WireMessage>> {
+        self.error::<()>(id, code, message, None)
+    }
+
+    /// A `Cancel` of call `id`. Legacy framing has no cancellation: `None`.
+    pub fn cancel(&self, id: u64) -> Option<WireMessage> {
+        match self.framing {
+            Framing::V1 => {
+                let mut out = Vec::with_capacity(12);
+                out.push(4);
+                write_varint(&mut out, id);
+                out.push(0);
+                Some(WireMessage::Binary(out))
+            }
+            Framing::Legacy => None,
+        }
+    }
+
+    /// A frame whose payload is already encoded in this encoder's codec (forwarding, tools).
+    /// Legacy framing needs a decodable value: use [`call`](Self::call) there.
+    pub fn v1_raw(&self, kind: Kind, id: u64, path: &str, payload: &[u8]) -> Result<WireMessage> {
+        self.v1(kind, id, path, |out| {
+            out.extend_from_slice(payload);
+            Ok(())
+        })
+    }
+
+    fn message<T: Serialize + ?Sized>(
+        &self,
+        kind: Kind,
+        id: u64,
+        path: &str,
+        value: &T,
+    ) -> Result<WireMessage> {
+        match self.framing {
+            Framing::V1 => self.v1(kind, id, path, |out| self.codec.encode(value, out)),
+            Framing::Legacy => self.legacy(path, value),
+        }
+    }
+
+    fn v1(
+        &self,
+        kind: Kind,
+        id: u64,
+        path: &str,
+        write_payload: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+    ) -> Result<WireMessage> {
+        let bits = kind
+            .to_bits()
+            .ok_or_else(|| Error::encode(format!("{kind:?} has no v1 encoding")))?;
+        with_scratch(|payload, _| {
+            write_payload(payload)?;
+            let mut out = Vec::with_capacity(22 + path.len() + payload.len().min(self.compression.min_size));
+            out.push(bits);
+            write_varint(&mut out, id);
+            write_varint(&mut out, path.len() as u64);
+            out.extend_from_slice(path.as_bytes());
+            if payload.len() >= self.compression.min_size {
+                let header_len = out.len();
+                zlib::compress_into(payload, self.compression.level, &mut out)?;
+                if out.len() - header_len < payload.len() {
+                    out[0] |= FLAG_COMPRESSED;
+                    return Ok(WireMessage::Binary(out));
+                }
+                out.truncate(header_len);
+            }
+            out.extend_from_slice(payload);
+            Ok(WireMessage::Binary(out))
+        })
+    }
+
+    /// The legacy map.
+    fn legacy<T: Serialize + ?Sized>(&self, path: &str, value: &T) -> Result<WireMessage> {
+        with_scratch(|map, zipped| {
+            self.codec.encode(&LegacyMap { path, data: value }, map)?;
+            if self.codec.is_text() {
+                let text = String::from_utf8(std::mem::take(map))
+                    .map_err(|_| Error::encode("text codec produced invalid UTF-8"))?;
+                return Ok(WireMessage::Text(text));
+            }
+            let bytes = if self.compression.legacy_zlib {
+                zlib::compress_into(map, self.compression.level.max(1), zipped)?;
+                &zipped[..]
+            } else {
+                &map[..]
+            };
+            Ok(WireMessage::Text(hex::encode(bytes)))
+        })
+    }
+}
