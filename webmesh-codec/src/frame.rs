@@ -309,6 +309,15 @@ fn type_name(t: FrameType) -> &'static str {
     }
 }
 
+/// The kind and id of a v1 frame, read from its first bytes only: lets a receiver answer a frame
+/// whose body failed to decode (for example an inflate error) with an `Error` for its id.
+pub fn peek_v1_header(bytes: &[u8]) -> Option<(Kind, u64)> {
+    let header = *bytes.first()?;
+    let mut at = 1;
+    let id = read_varint(bytes, &mut at, "id").ok()?;
+    Some((Kind::from_bits(header & 0x0f), id))
+}
+
 /// Reads an unsigned LEB128 varint at `*at`.
 pub(crate) fn read_varint(buf: &[u8], at: &mut usize, what: &'static str) -> Result<u64> {
     let mut value: u64 = 0;

@@ -1,0 +1,84 @@
+//! Support for the end-to-end tests: the Python reference (webmesh 0.1.2 in a venv).
+//!
+//! [`python`] finds the interpreter of the interop venv and creates the venv on first use (under
+//! a file lock, so parallel test binaries wait for one another): `cargo test --workspace` works on
+//! a fresh machine with python3 and PyPI. `.ci/run` creates it up front. Point
+//! `WEBMESH_PYTHON` at another interpreter that has `webmesh==0.1.2` to use that instead.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// The Python interpreter with webmesh 0.1.2, creating the venv if needed.
+///
+/// # Panics
+///
+/// When no interpreter can be found or made: the interop tests cannot run without one, and a
+/// skipped interop test would hide a broken interop.
+pub fn python() -> PathBuf {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(find_or_make_python).clone()
+}
+
+fn find_or_make_python() -> PathBuf {
+    if let Some(p) = std::env::var_os("WEBMESH_PYTHON") {
+        return p.into();
+    }
+    let root = repo_root();
+    let lock_path = root.join("target").join("python-env.lock");
+    let _ = std::fs::create_dir_all(root.join("target"));
+    let lock = std::fs::File::create(&lock_path).expect("create python-env lock file");
+    lock.lock().expect("lock python-env");
+    let status = Command::new(root.join("scripts/python-env.sh"))
+        .status()
+        .expect("run scripts/python-env.sh (needs /bin/sh and python3)");
+    assert!(
+        status.success(),
+        "scripts/python-env.sh failed: the interop tests need python3 with venv and PyPI access"
+    );
+    root.join(".venv/bin/python")
+}
+
+/// Runs a Python script (source text) with `args`, feeding `stdin`, and returns its output.
+/// The script runs from the repository's `tests/python` directory, so it can import helpers there.
+pub fn run_python(script: &str, args: &[&str], stdin: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .current_dir(repo_root().join("tests/python"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn python");
+    let mut pipe = child.stdin.take().expect("stdin");
+    let input = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = pipe.write_all(&input);
+    });
+    let out = child.wait_with_output().expect("wait for python");
+    let _ = writer.join();
+    out
+}
+
+/// Panics with Python's stderr unless the run succeeded; returns stdout as text.
+pub fn expect_success(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "python failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
