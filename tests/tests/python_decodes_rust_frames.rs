@@ -8,14 +8,14 @@ use webmesh_tests::{expect_success, run_python};
 /// serializer and protocol; checks the path and that data equals msgpack.loads(expected).
 const CHECK: &str = r#"
 import json, sys, msgpack
-from webmesh.message_serializers import MessagePackSerializer, StandardJsonSerializer
+
 from webmesh.message_protocols import SimpleDictProtocol
-sers = {"msgpack": MessagePackSerializer(), "msgpack-plain": MessagePackSerializer(compressor=None), "json": StandardJsonSerializer()}
+from common import serializer
 proto = SimpleDictProtocol()
 n = 0
 for line in sys.stdin:
     case = json.loads(line)
-    path, data = proto.unpack(sers[case["codec"]].deserialize(case["frame"]))
+    path, data = proto.unpack(serializer(case["codec"]).deserialize(case["frame"]))
     expected = msgpack.loads(bytes.fromhex(case["expected"]))
     assert path == case["path"], (case["name"], path)
     assert data == expected and type(data) == type(expected), (case["name"], data, expected)
