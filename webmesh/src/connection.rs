@@ -1,0 +1,273 @@
+//! One peer connected to a server: identity, state, and a way to send to it at any time.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, Notify};
+use webmesh_codec::{FrameEncoder, Framing};
+
+use crate::error::{Error, Result};
+use crate::transport::{close, Outbound};
+
+/// A connected peer, as a handler or hook sees it. Cheap to clone; every clone is the same
+/// connection.
+///
+/// # Examples
+///
+/// Count calls per connection and push a message back:
+///
+/// ```no_run
+/// use webmesh::{Connection, Server};
+///
+/// # async fn run() -> Result<(), webmesh::Error> {
+/// struct Calls(u32);
+///
+/// let server = Server::builder()
+///     .bind("127.0.0.1:0")
+///     .on_connect(|conn: &Connection| {
+///         conn.state().insert(Calls(0));
+///     })
+///     .on("/ping", |_: (), conn: Connection| async move {
+///         let n = conn.state().with(|c: &mut Calls| {
+///             c.0 += 1;
+///             c.0
+///         });
+///         let _ = conn.push("/stats", &n).await;
+///         "pong"
+///     })
+///     .build()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Connection {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: u64,
+    peer: SocketAddr,
+    path: String,
+    headers: Vec<(String, String)>,
+    encoder: FrameEncoder,
+    tx: mpsc::Sender<Outbound>,
+    state: Extensions,
+    closing: Notify,
+    close_reason: Mutex<Option<(u16, String)>>,
+    closed: AtomicBool,
+}
+
+/// What the server knew of a connection when it accepted it.
+pub(crate) struct Accepted {
+    pub(crate) id: u64,
+    pub(crate) peer: SocketAddr,
+    pub(crate) path: String,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) encoder: FrameEncoder,
+}
+
+impl Connection {
+    pub(crate) fn new(a: Accepted, tx: mpsc::Sender<Outbound>) -> Self {
+        Connection {
+            inner: Arc::new(Inner {
+                id: a.id,
+                peer: a.peer,
+                path: a.path,
+                headers: a.headers,
+                encoder: a.encoder,
+                tx,
+                state: Extensions::default(),
+                closing: Notify::new(),
+                close_reason: Mutex::new(None),
+                closed: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// A number unique to this connection within its server.
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.inner.peer
+    }
+
+    /// The request path of the WebSocket upgrade (usually `/`).
+    pub fn request_path(&self) -> &str {
+        &self.inner.path
+    }
+
+    /// A header of the WebSocket upgrade request (name case-insensitive), for example an
+    /// `Authorization` header a hook checks.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.inner
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The framing the peer speaks: [`Framing::V1`] for webmesh-rs peers, [`Framing::Legacy`] for
+    /// Python webmesh 0.1.2 peers.
+    pub fn framing(&self) -> Framing {
+        self.inner.encoder.framing()
+    }
+
+    /// The name of the connection's codec (`"msgpack"`, `"json"`, ...).
+    pub fn codec_name(&self) -> &'static str {
+        self.inner.encoder.codec().name()
+    }
+
+    /// Per-connection state: typed values the handlers and hooks of this connection share.
+    pub fn state(&self) -> &Extensions {
+        &self.inner.state
+    }
+
+    /// Sends a one-way message on `path` to the peer (server push), waiting while the
+    /// connection's outbound queue is full.
+    ///
+    /// A webmesh-rs client hands it to the push handler registered for `path`. A 0.1.2 peer gets
+    /// a `{"path", "data"}` map, which it reads as the reply to its next call: push only to peers
+    /// that expect it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] when the connection is gone, [`Error::Codec`] when `value` cannot be
+    /// encoded.
+    pub async fn push<T: Serialize + ?Sized>(&self, path: &str, value: &T) -> Result<()> {
+        let msg = self.inner.encoder.notify(path, value)?;
+        self.inner
+            .tx
+            .send(msg.into())
+            .await
+            .map_err(|_| Error::Closed("connection is closed".into()))
+    }
+
+    /// Like [`push`](Self::push), without waiting: fails with [`Error::Backpressure`] when the
+    /// outbound queue is full.
+    pub fn try_push<T: Serialize + ?Sized>(&self, path: &str, value: &T) -> Result<()> {
+        let msg = self.inner.encoder.notify(path, value)?;
+        self.inner.tx.try_send(msg.into()).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => Error::Backpressure,
+            mpsc::error::TrySendError::Closed(_) => Error::Closed("connection is closed".into()),
+        })
+    }
+
+    /// Closes the connection with a normal close frame carrying `reason`. Calls in flight still
+    /// finish and are answered first.
+    pub fn close(&self, reason: &str) {
+        self.close_with(close::NORMAL, reason);
+    }
+
+    pub(crate) fn close_with(&self, code: u16, reason: &str) {
+        let mut slot = self.inner.close_reason.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            *slot = Some((code, reason.to_owned()));
+        }
+        drop(slot);
+        self.inner.closing.notify_one();
+    }
+
+    /// True once the connection is closed or closing.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire) || self.inner.tx.is_closed()
+    }
+
+    pub(crate) fn mark_closed(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+    }
+
+    pub(crate) async fn close_requested(&self) -> (u16, String) {
+        loop {
+            if let Some(r) = self
+                .inner
+                .close_reason
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+            {
+                return r;
+            }
+            self.inner.closing.notified().await;
+        }
+    }
+
+    pub(crate) fn encoder(&self) -> &FrameEncoder {
+        &self.inner.encoder
+    }
+
+    pub(crate) fn sender(&self) -> &mpsc::Sender<Outbound> {
+        &self.inner.tx
+    }
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.inner.id)
+            .field("peer", &self.inner.peer)
+            .field("framing", &self.framing())
+            .field("codec", &self.codec_name())
+            .finish()
+    }
+}
+
+/// A map from type to value: per-connection state.
+///
+/// Values live behind a mutex: reach them with [`with`](Self::with) (in place) or
+/// [`get`](Self::get) (a clone); do not hold them across an `.await`.
+#[derive(Default)]
+pub struct Extensions {
+    map: Mutex<HashMap<TypeId, Box<dyn Any + Send>>>,
+}
+
+impl Extensions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TypeId, Box<dyn Any + Send>>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stores `value`, returning the value of the same type it replaces.
+    pub fn insert<T: Send + 'static>(&self, value: T) -> Option<T> {
+        self.lock()
+            .insert(TypeId::of::<T>(), Box::new(value))
+            .and_then(|old| old.downcast().ok().map(|b| *b))
+    }
+
+    /// A clone of the stored `T`.
+    pub fn get<T: Clone + Send + 'static>(&self) -> Option<T> {
+        self.lock()
+            .get(&TypeId::of::<T>())
+            .and_then(|v| v.downcast_ref::<T>())
+            .cloned()
+    }
+
+    /// Runs `f` on the stored `T` in place; `None` when there is none.
+    pub fn with<T: Send + 'static, R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+        self.lock()
+            .get_mut(&TypeId::of::<T>())
+            .and_then(|v| v.downcast_mut::<T>())
+            .map(f)
+    }
+
+    /// Removes and returns the stored `T`.
+    pub fn remove<T: Send + 'static>(&self) -> Option<T> {
+        self.lock()
+            .remove(&TypeId::of::<T>())
+            .and_then(|old| old.downcast().ok().map(|b| *b))
+    }
+}
+
+impl fmt::Debug for Extensions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Extensions")
+            .field("len", &self.lock().len())
+            .finish()
+    }
+}

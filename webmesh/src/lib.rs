@@ -1,0 +1,113 @@
+//! Connect services through WebSockets with typed routes.
+//!
+//! webmesh is the Rust successor of the Python package `webmesh` 0.1.2: a server registers
+//! handlers on paths, clients `emit` to them, `call` them and wait for the reply. It speaks the
+//! 0.1.2 wire format with Python peers (both directions), and between Rust peers a faster
+//! protocol negotiated at the WebSocket handshake: correlation ids (many calls in flight on one
+//! connection, answered in any order), typed errors, server push, per-message compression.
+//! `docs/PROTOCOL.md` in the repository specifies both.
+//!
+//! # Examples
+//!
+//! A typed route, served and called in one program:
+//!
+//! ```
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Debug, PartialEq, Serialize, Deserialize)]
+//! pub struct Greeting { pub name: String }
+//!
+//! /// Greets whoever asks.
+//! #[webmesh::route("/hello")]
+//! pub async fn hello(msg: Greeting) -> String {
+//!     format!("hello, {}", msg.name)
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = webmesh::Server::builder().bind("127.0.0.1:0").build().await?;
+//! let url = format!("ws://{}", server.local_addr());
+//! let handle = server.spawn();
+//!
+//! let client = webmesh::Client::connect(&url).await?;
+//! let answer = hello::call(&client, Greeting { name: "Ada".into() }).await?;
+//! assert_eq!(answer, "hello, Ada");
+//!
+//! handle.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! # Features
+//!
+//! | feature | default | what |
+//! |---|---|---|
+//! | `server` | yes | [`Server`], and the handler half of `#[route]` fns. A client-only crate turns it off, and then does not compile handler bodies. |
+//!
+//! # Crate map
+//!
+//! - [`Server`] / [`ServerBuilder`]: serve routes (from `#[route]` and closures), hooks, limits;
+//!   async ([`Server::run`], [`Server::spawn`]) or on a thread ([`ServerBuilder::start_threaded`]).
+//! - [`Client`] (async) and [`BlockingClient`]: `call`, `emit`, `call_async`, push handlers.
+//! - [`Connection`]: a peer as a handler sees it: id, address, state, server push.
+//! - [`Route`]: the typed contract the macro generates and clients call through.
+//! - [`codec`]: the wire format (re-export of `webmesh-codec`).
+#![forbid(unsafe_code)]
+
+mod client;
+mod connection;
+mod error;
+mod route;
+#[cfg(feature = "server")]
+mod server;
+mod transport;
+
+pub use webmesh_codec as codec;
+
+pub use client::{
+    BlockingClient, CallHandle, Client, ClientBuilder, Protocol, DEFAULT_CALL_TIMEOUT,
+    DEFAULT_CONNECT_TIMEOUT,
+};
+pub use codec::Framing;
+pub use connection::{Connection, Extensions};
+pub use error::{CallError, Error, Result};
+pub use route::{NoError, Route};
+#[cfg(feature = "server")]
+pub use server::{
+    BlockingServer, FallibleHandler, Handler, Serve, Server, ServerBuilder, ServerHandle, DEFAULT_ADDR,
+    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_OUTBOUND_QUEUE,
+    DEFAULT_SHUTDOWN_TIMEOUT,
+};
+pub use webmesh_macros::route;
+
+/// A dynamic value: any msgpack value (bin, 64-bit ints, floats, maps...), for payloads without
+/// a Rust type, like the Python callbacks' `data`. It is `rmpv::Value`.
+pub use rmpv::Value;
+
+/// What generated code uses. Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use core;
+    #[cfg(feature = "server")]
+    pub use inventory;
+
+    #[cfg(feature = "server")]
+    pub use crate::server::RouteEntry;
+}
+
+/// Keeps or drops the server half of `#[webmesh::route]` expansions, by webmesh's `server`
+/// feature. Not a public API.
+#[cfg(feature = "server")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __server_half {
+    ($($item:item)*) => { $($item)* };
+}
+
+/// Keeps or drops the server half of `#[webmesh::route]` expansions, by webmesh's `server`
+/// feature. Not a public API.
+#[cfg(not(feature = "server"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __server_half {
+    ($($item:item)*) => {};
+}

@@ -1,0 +1,287 @@
+//! Handlers: typed functions and closures behind one erased call shape.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use webmesh_codec::{code, Frame, FrameEncoder, WireMessage};
+
+use crate::connection::Connection;
+use crate::error::Error;
+use crate::route::{NoError, Route};
+
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// How a request is to be answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReplyTo {
+    /// A v1 CALL: always a REPLY or an ERROR with this id.
+    Call(u64),
+    /// A 0.1.2 request: a `{"path", "data"}` reply unless the value is null; nothing on error.
+    Legacy,
+    /// A v1 NOTIFY: nothing, ever.
+    Nothing,
+}
+
+/// One request on its way to a handler: the frame (payload still encoded), the connection, and
+/// how to answer.
+pub(crate) struct Dispatch {
+    pub(crate) frame: Frame,
+    pub(crate) conn: Connection,
+    pub(crate) reply: ReplyTo,
+}
+
+impl Dispatch {
+    /// The encoder for the answer: the connection's, in the codec the request came in.
+    fn encoder(&self) -> FrameEncoder {
+        let enc = self.conn.encoder();
+        if enc.codec() == self.frame.codec() {
+            enc.clone()
+        } else {
+            enc.with_codec(self.frame.codec().clone())
+        }
+    }
+
+    /// The answer for an error that is not the handler's: `code` and `message` for v1 calls,
+    /// nothing otherwise (logged).
+    pub(crate) fn fail(&self, code: &str, message: &str) -> Option<WireMessage> {
+        match self.reply {
+            ReplyTo::Call(id) => self.encoder().error_plain(id, code, message).ok().flatten(),
+            ReplyTo::Legacy | ReplyTo::Nothing => {
+                tracing::warn!(path = self.frame.path(), peer = %self.conn.peer_addr(), code, "{message}");
+                None
+            }
+        }
+    }
+
+    fn answer<R: Serialize, E: Serialize>(&self, outcome: Result<R, E>) -> Option<WireMessage> {
+        let path = self.frame.path();
+        let encoded = match (self.reply, &outcome) {
+            (ReplyTo::Nothing, Ok(_)) => return None,
+            (ReplyTo::Nothing | ReplyTo::Legacy, Err(_)) => {
+                tracing::warn!(path, peer = %self.conn.peer_addr(), "handler returned an error (no reply in this mode)");
+                return None;
+            }
+            (ReplyTo::Call(id), Ok(v)) => self.encoder().reply(id, path, v),
+            (ReplyTo::Legacy, Ok(v)) => self.encoder().reply(0, path, v),
+            (ReplyTo::Call(id), Err(e)) => self.encoder().error(
+                id,
+                code::HANDLER,
+                &format!("handler for {path} returned an error"),
+                Some(e),
+            ),
+        };
+        match encoded {
+            Ok(reply) => reply,
+            Err(e) => {
+                tracing::error!(path, error = %e, "cannot encode the handler's value");
+                self.fail(code::INTERNAL, &format!("cannot encode the reply: {e}"))
+            }
+        }
+    }
+}
+
+/// A handler with its types erased: decodes, runs, encodes the answer.
+pub(crate) type Erased = Arc<dyn Fn(Dispatch) -> BoxFuture<Option<WireMessage>> + Send + Sync>;
+
+fn erase<T, R, E, F, Fut>(f: F) -> Erased
+where
+    F: Fn(T, Connection) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, E>> + Send + 'static,
+    T: DeserializeOwned + Send + 'static,
+    R: Serialize + Send + 'static,
+    E: Serialize + Send + 'static,
+{
+    Arc::new(move |d: Dispatch| match d.frame.decode::<T>() {
+        Err(e) => {
+            let answer = d.fail(
+                code::BAD_REQUEST,
+                &format!("bad payload for {}: {e}", d.frame.path()),
+            );
+            Box::pin(std::future::ready(answer))
+        }
+        Ok(request) => {
+            let fut = f(request, d.conn.clone());
+            Box::pin(async move {
+                let outcome = fut.await;
+                d.answer(outcome)
+            })
+        }
+    })
+}
+
+/// The server half of a route: how `#[webmesh::route]` runs the function it annotates.
+///
+/// Implemented by the generated code; implement it by hand to serve a [`Route`] without the
+/// macro, then register it with [`ServerBuilder::route`](crate::ServerBuilder::route).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no server half",
+    note = "the server half of `#[webmesh::route]` functions needs webmesh's `server` feature"
+)]
+pub trait Serve: Route {
+    /// Runs the handler.
+    fn serve(
+        request: Self::Request,
+        connection: Connection,
+    ) -> impl Future<Output = Result<Self::Response, Self::Error>> + Send;
+}
+
+pub(crate) fn erase_route<R: Serve>() -> Erased {
+    erase(|request: R::Request, conn: Connection| R::serve(request, conn))
+}
+
+/// An async closure that can serve a path: `|payload: T| async { .. }` or
+/// `|payload: T, conn: Connection| async { .. }`, whose value is any `Serialize` type.
+///
+/// `Args` only tells the shapes apart; it is inferred.
+#[diagnostic::on_unimplemented(
+    message = "this is not a webmesh handler",
+    note = "a handler is an async closure `|payload: T| async move {{ .. }}` or `|payload: T, conn: webmesh::Connection| async move {{ .. }}` with `T: DeserializeOwned` and a `Serialize` value; for `Result` values use `on_fallible`"
+)]
+pub trait Handler<Args>: Send + Sync + 'static {
+    #[doc(hidden)]
+    fn into_erased(self) -> ErasedHandler;
+}
+
+/// A handler with its types erased. Not a public API.
+#[doc(hidden)]
+pub struct ErasedHandler(pub(crate) Erased);
+
+impl<F, Fut, T> Handler<(T,)> for F
+where
+    F: Fn(T) -> Fut + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: Serialize + Send + 'static,
+    T: DeserializeOwned + Send + 'static,
+{
+    fn into_erased(self) -> ErasedHandler {
+        ErasedHandler(erase(move |t: T, _: Connection| {
+            let fut = self(t);
+            async move { Ok::<_, NoError>(fut.await) }
+        }))
+    }
+}
+
+impl<F, Fut, T> Handler<(T, Connection)> for F
+where
+    F: Fn(T, Connection) -> Fut + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: Serialize + Send + 'static,
+    T: DeserializeOwned + Send + 'static,
+{
+    fn into_erased(self) -> ErasedHandler {
+        ErasedHandler(erase(move |t: T, c: Connection| {
+            let fut = self(t, c);
+            async move { Ok::<_, NoError>(fut.await) }
+        }))
+    }
+}
+
+/// An async closure returning `Result<R, E>`: `Err(e)` reaches a v1 caller as a typed error
+/// (code `handler`, data `e`). Shapes as for [`Handler`].
+#[diagnostic::on_unimplemented(
+    message = "this is not a fallible webmesh handler",
+    note = "a fallible handler is an async closure `|payload: T| async move {{ .. }}` (optionally also taking `conn: webmesh::Connection`) returning `Result<R, E>` with `R: Serialize` and `E: Serialize`"
+)]
+pub trait FallibleHandler<Args>: Send + Sync + 'static {
+    #[doc(hidden)]
+    fn into_erased(self) -> ErasedHandler;
+}
+
+impl<F, Fut, T, R, E> FallibleHandler<(T,)> for F
+where
+    F: Fn(T) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, E>> + Send + 'static,
+    T: DeserializeOwned + Send + 'static,
+    R: Serialize + Send + 'static,
+    E: Serialize + Send + 'static,
+{
+    fn into_erased(self) -> ErasedHandler {
+        ErasedHandler(erase(move |t: T, _: Connection| self(t)))
+    }
+}
+
+impl<F, Fut, T, R, E> FallibleHandler<(T, Connection)> for F
+where
+    F: Fn(T, Connection) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, E>> + Send + 'static,
+    T: DeserializeOwned + Send + 'static,
+    R: Serialize + Send + 'static,
+    E: Serialize + Send + 'static,
+{
+    fn into_erased(self) -> ErasedHandler {
+        ErasedHandler(erase(self))
+    }
+}
+
+/// A route registered by `#[webmesh::route]` through `inventory`: linking the crate that defines
+/// it is enough for every server to serve it.
+#[doc(hidden)]
+pub struct RouteEntry {
+    path: &'static str,
+    name: &'static str,
+    module: &'static str,
+    make: fn() -> Erased,
+}
+
+impl RouteEntry {
+    /// The entry for route `R`, defined by fn `name` in `module`.
+    pub const fn new<R: Serve>(name: &'static str, module: &'static str) -> Self {
+        RouteEntry {
+            path: R::PATH,
+            name,
+            module,
+            make: erase_route::<R>,
+        }
+    }
+}
+
+inventory::collect!(RouteEntry);
+
+/// One registered path.
+struct Slot {
+    handler: Erased,
+    name: String,
+}
+
+/// Path to handler.
+#[derive(Default)]
+pub(crate) struct Router {
+    routes: HashMap<Box<str>, Slot>,
+}
+
+impl Router {
+    pub(crate) fn add(&mut self, path: &str, name: String, handler: Erased) -> Result<(), Error> {
+        if let Some(first) = self.routes.get(path) {
+            return Err(Error::DuplicateRoute {
+                path: path.to_owned(),
+                first: first.name.clone(),
+                second: name,
+            });
+        }
+        self.routes.insert(path.into(), Slot { handler, name });
+        Ok(())
+    }
+
+    /// Every route registered through `#[webmesh::route]` in the linked crates.
+    pub(crate) fn add_registered(&mut self) -> Result<(), Error> {
+        let mut entries: Vec<&RouteEntry> = inventory::iter::<RouteEntry>.into_iter().collect();
+        // Link order is not meaningful: report duplicates in a stable order.
+        entries.sort_by_key(|e| (e.path, e.module, e.name));
+        for e in entries {
+            self.add(e.path, format!("{}::{}", e.module, e.name), (e.make)())?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn get(&self, path: &str) -> Option<&Erased> {
+        self.routes.get(path).map(|s| &s.handler)
+    }
+
+    pub(crate) fn paths(&self) -> impl Iterator<Item = &str> {
+        self.routes.keys().map(|k| &**k)
+    }
+}

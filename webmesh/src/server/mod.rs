@@ -1,0 +1,507 @@
+//! The server: serves routes to webmesh-rs and Python webmesh 0.1.2 peers.
+
+mod conn;
+mod handler;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use webmesh_codec::{AnyCodec, Compression, Limits};
+
+use crate::connection::Connection;
+use crate::error::Result;
+
+pub(crate) use handler::{Dispatch, ReplyTo, Router};
+pub use handler::{FallibleHandler, Handler, RouteEntry, Serve};
+
+/// Default bind address: every interface, port 4269, as 0.1.2.
+pub const DEFAULT_ADDR: &str = "0.0.0.0:4269";
+/// Default [`ServerBuilder::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default [`ServerBuilder::max_in_flight`].
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
+/// Default [`ServerBuilder::outbound_queue`].
+pub const DEFAULT_OUTBOUND_QUEUE: usize = crate::transport::DEFAULT_OUTBOUND_QUEUE;
+/// Default [`ServerBuilder::handshake_timeout`].
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default [`ServerBuilder::shutdown_timeout`].
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+type ConnHook = Arc<dyn Fn(&Connection) + Send + Sync>;
+type NotFoundHook = Arc<dyn Fn(&str, &Connection) -> Option<String> + Send + Sync>;
+
+/// Everything every connection of a server shares.
+pub(crate) struct Shared {
+    pub(crate) router: Router,
+    /// Codecs a v1 client may pick, in the server's order; the first is also the legacy default.
+    pub(crate) codecs: Vec<AnyCodec>,
+    pub(crate) compression: Compression,
+    pub(crate) limits: Limits,
+    pub(crate) max_connections: usize,
+    pub(crate) max_in_flight: usize,
+    pub(crate) outbound_queue: usize,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) on_connect: Option<ConnHook>,
+    pub(crate) on_disconnect: Option<ConnHook>,
+    pub(crate) on_not_found: NotFoundHook,
+    pub(crate) next_id: AtomicU64,
+    pub(crate) live: AtomicUsize,
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+/// Configures and builds a [`Server`].
+///
+/// # Examples
+///
+/// ```no_run
+/// use webmesh::Server;
+///
+/// # async fn run() -> Result<(), webmesh::Error> {
+/// let server = Server::builder()
+///     .bind("127.0.0.1:4269")
+///     .on("/echo", |msg: String| async move { msg })
+///     .build()
+///     .await?;
+/// server.run().await
+/// # }
+/// ```
+#[must_use = "a builder does nothing until `build`"]
+pub struct ServerBuilder {
+    addr: String,
+    codec: AnyCodec,
+    compression: Compression,
+    limits: Limits,
+    max_connections: usize,
+    max_in_flight: usize,
+    outbound_queue: usize,
+    handshake_timeout: Duration,
+    shutdown_timeout: Duration,
+    registered: bool,
+    routes: Vec<(String, String, handler::Erased)>,
+    on_connect: Option<ConnHook>,
+    on_disconnect: Option<ConnHook>,
+    on_not_found: NotFoundHook,
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        ServerBuilder {
+            addr: DEFAULT_ADDR.to_owned(),
+            codec: AnyCodec::MSGPACK,
+            compression: Compression::default(),
+            limits: Limits::default(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            outbound_queue: DEFAULT_OUTBOUND_QUEUE,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            registered: true,
+            routes: Vec::new(),
+            on_connect: None,
+            on_disconnect: None,
+            on_not_found: Arc::new(|_, _| Some("Path not found".to_owned())),
+        }
+    }
+}
+
+impl ServerBuilder {
+    /// The address to listen on, `host:port`. Default [`DEFAULT_ADDR`]; port 0 picks a free port
+    /// ([`Server::local_addr`] tells which).
+    pub fn bind(mut self, addr: impl Into<String>) -> Self {
+        self.addr = addr.into();
+        self
+    }
+
+    /// The preferred codec: offered first to v1 clients and used for 0.1.2 peers whose frames do
+    /// not say (the built-in ones are recognized either way). Default msgpack. msgpack and JSON are
+    /// always accepted; a third-party codec set here is accepted too.
+    pub fn codec(mut self, codec: AnyCodec) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// When to compress outgoing v1 frames. Default [`Compression::default`].
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
+    }
+
+    /// Frame and inflated-size limits. Default [`Limits::default`].
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Most connections at once; past it the WebSocket upgrade is refused with HTTP 503.
+    /// Default [`DEFAULT_MAX_CONNECTIONS`].
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// Most requests of one connection running at once. Past it the server stops reading from
+    /// that connection until one finishes (TCP backpressure), so a fast caller cannot queue
+    /// unbounded work. Default [`DEFAULT_MAX_IN_FLIGHT`].
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n.max(1);
+        self
+    }
+
+    /// Messages queued for one connection's writer. Default [`DEFAULT_OUTBOUND_QUEUE`].
+    pub fn outbound_queue(mut self, n: usize) -> Self {
+        self.outbound_queue = n.max(1);
+        self
+    }
+
+    /// How long a client may take to complete the WebSocket upgrade. Default
+    /// [`DEFAULT_HANDSHAKE_TIMEOUT`].
+    pub fn handshake_timeout(mut self, d: Duration) -> Self {
+        self.handshake_timeout = d;
+        self
+    }
+
+    /// How long a graceful shutdown waits for handlers in flight. Default
+    /// [`DEFAULT_SHUTDOWN_TIMEOUT`].
+    pub fn shutdown_timeout(mut self, d: Duration) -> Self {
+        self.shutdown_timeout = d;
+        self
+    }
+
+    /// Whether to serve the routes registered with `#[webmesh::route]` in linked crates.
+    /// Default `true`.
+    pub fn registered_routes(mut self, on: bool) -> Self {
+        self.registered = on;
+        self
+    }
+
+    /// Serves `path` with an async closure (the Python `@server.on(path)`): it gets the decoded
+    /// payload, and optionally the [`Connection`]; its value is the reply. A value that
+    /// serializes as null (`()`, `None`) sends no reply to a 0.1.2 peer, as 0.1.2 does.
+    ///
+    /// ```no_run
+    /// # use webmesh::{Connection, Server};
+    /// let builder = Server::builder()
+    ///     .on("/echo", |v: webmesh::Value| async move { v })
+    ///     .on("/whoami", |_: (), conn: Connection| async move { conn.peer_addr().to_string() });
+    /// ```
+    pub fn on<Args>(mut self, path: impl Into<String>, handler: impl Handler<Args>) -> Self {
+        let name = format!("closure on {:?}", std::any::type_name_of_val(&handler));
+        self.routes.push((path.into(), name, handler.into_erased().0));
+        self
+    }
+
+    /// Like [`on`](Self::on) for a closure returning `Result`: `Err(e)` reaches a v1 caller as
+    /// [`CallError::Handler(e)`](crate::CallError::Handler); a 0.1.2 peer gets no reply.
+    pub fn on_fallible<Args>(mut self, path: impl Into<String>, handler: impl FallibleHandler<Args>) -> Self {
+        let name = format!("closure on {:?}", std::any::type_name_of_val(&handler));
+        self.routes.push((path.into(), name, handler.into_erased().0));
+        self
+    }
+
+    /// Serves route `R` explicitly (a `#[webmesh::route]` fn's `Route` type, or your own
+    /// [`Serve`] impl). Not needed for routes registered through the attribute unless
+    /// [`registered_routes`](Self::registered_routes) is off.
+    pub fn route<R: Serve>(mut self) -> Self {
+        let name = std::any::type_name::<R>().to_owned();
+        self.routes
+            .push((R::PATH.to_owned(), name, handler::erase_route::<R>()));
+        self
+    }
+
+    /// Runs `hook` for each new connection, before its first request is read.
+    pub fn on_connect(mut self, hook: impl Fn(&Connection) + Send + Sync + 'static) -> Self {
+        self.on_connect = Some(Arc::new(hook));
+        self
+    }
+
+    /// Runs `hook` when a connection has ended, after its last request finished.
+    pub fn on_disconnect(mut self, hook: impl Fn(&Connection) + Send + Sync + 'static) -> Self {
+        self.on_disconnect = Some(Arc::new(hook));
+        self
+    }
+
+    /// Runs `hook` for a request on a path with no route. What it returns is the answer: a 0.1.2
+    /// peer gets it as the reply (`None`: no reply), a v1 caller gets it as the message of a
+    /// `not_found` error. Default: `Some("Path not found")`, as 0.1.2.
+    pub fn on_not_found(
+        mut self,
+        hook: impl Fn(&str, &Connection) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.on_not_found = Arc::new(hook);
+        self
+    }
+
+    /// Checks the routes and binds the listening socket.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DuplicateRoute`] naming both routes when two share a path; [`Error::Io`] when
+    /// the address cannot be bound.
+    pub async fn build(self) -> Result<Server> {
+        let mut router = Router::default();
+        if self.registered {
+            router.add_registered()?;
+        }
+        for (path, name, handler) in self.routes {
+            router.add(&path, name, handler)?;
+        }
+        let listener = TcpListener::bind(&self.addr).await?;
+        let local_addr = listener.local_addr()?;
+        let mut codecs = vec![self.codec.clone()];
+        for c in [AnyCodec::MSGPACK, AnyCodec::JSON] {
+            if !codecs.contains(&c) {
+                codecs.push(c);
+            }
+        }
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (stopped_tx, stopped_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            router,
+            codecs,
+            compression: self.compression,
+            limits: self.limits,
+            max_connections: self.max_connections,
+            max_in_flight: self.max_in_flight,
+            outbound_queue: self.outbound_queue,
+            handshake_timeout: self.handshake_timeout,
+            shutdown_timeout: self.shutdown_timeout,
+            on_connect: self.on_connect,
+            on_disconnect: self.on_disconnect,
+            on_not_found: self.on_not_found,
+            next_id: AtomicU64::new(1),
+            live: AtomicUsize::new(0),
+            shutdown: shutdown_rx,
+        });
+        tracing::info!(addr = %local_addr, routes = shared.router.paths().count(), "webmesh server listening");
+        Ok(Server {
+            listener,
+            local_addr,
+            shared,
+            handle: ServerHandle {
+                local_addr,
+                shutdown: Arc::new(shutdown_tx),
+                stopped: stopped_rx,
+                stopped_tx: Arc::new(Mutex::new(Some(stopped_tx))),
+            },
+        })
+    }
+
+    /// Builds the server and runs it on a thread of its own with its own runtime, for programs
+    /// that are not async (the Python `start(threaded=True)` plus `await_started()`): returns
+    /// once the socket is bound.
+    ///
+    /// # Errors
+    ///
+    /// As [`build`](Self::build), or [`Error::Io`] when the runtime or thread cannot be made.
+    pub fn start_threaded(self) -> Result<BlockingServer> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("webmesh-server")
+            .build()?;
+        let server = runtime.block_on(self.build())?;
+        let handle = server.handle();
+        let thread = std::thread::Builder::new()
+            .name("webmesh-server-main".into())
+            .spawn(move || {
+                if let Err(e) = runtime.block_on(server.run()) {
+                    tracing::error!(error = %e, "webmesh server stopped with an error");
+                }
+                // Let connection tasks that outlive the deadline go.
+                runtime.shutdown_timeout(Duration::from_millis(100));
+            })?;
+        Ok(BlockingServer {
+            handle,
+            thread: Some(thread),
+        })
+    }
+}
+
+/// A bound server, ready to run.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    handle: ServerHandle,
+}
+
+impl Server {
+    /// A builder with every default.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle to shut the server down once it runs.
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+
+    /// The paths served.
+    pub fn paths(&self) -> Vec<String> {
+        let mut p: Vec<String> = self.shared.router.paths().map(str::to_owned).collect();
+        p.sort();
+        p
+    }
+
+    /// Runs the server on a new task of the current runtime; returns its handle.
+    pub fn spawn(self) -> ServerHandle {
+        let handle = self.handle();
+        tokio::spawn(async move {
+            if let Err(e) = self.run().await {
+                tracing::error!(error = %e, "webmesh server stopped with an error");
+            }
+        });
+        handle
+    }
+
+    /// Accepts and serves connections until [`ServerHandle::shutdown`]; then stops accepting,
+    /// lets requests in flight finish (up to the shutdown timeout), closes every connection with
+    /// a reason, and returns.
+    ///
+    /// # Errors
+    ///
+    /// None today: accept errors are logged and retried. The `Result` leaves room for fatal ones.
+    pub async fn run(self) -> Result<()> {
+        let Server {
+            listener,
+            shared,
+            handle,
+            ..
+        } = self;
+        let mut shutdown = shared.shutdown.clone();
+        let mut tasks = JoinSet::new();
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            tokio::select! {
+                biased;
+                _ = stopped(&mut shutdown) => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, peer)) => {
+                        backoff = Duration::from_millis(5);
+                        tasks.spawn(conn::serve(tcp, peer, shared.clone()));
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait and retry, as axum does.
+                        tracing::warn!(error = %e, "accept failed; retrying in {backoff:?}");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                    }
+                },
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+        drop(listener);
+        tracing::info!(connections = tasks.len(), "webmesh server shutting down");
+        // Connections drain themselves within the shutdown timeout; allow a margin, then abort.
+        let deadline = shared.shutdown_timeout + Duration::from_secs(1);
+        if tokio::time::timeout(deadline, async { while tasks.join_next().await.is_some() {} })
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = tasks.len(),
+                "connections still open after the shutdown deadline: aborting"
+            );
+            tasks.shutdown().await;
+        }
+        handle.mark_stopped();
+        Ok(())
+    }
+}
+
+/// Resolves once the shutdown flag is set (or its sender is gone).
+pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("live", &self.live)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Shuts down a running server. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    shutdown: Arc<watch::Sender<bool>>,
+    stopped: watch::Receiver<bool>,
+    stopped_tx: Arc<Mutex<Option<watch::Sender<bool>>>>,
+}
+
+impl ServerHandle {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Starts a graceful shutdown and waits for it: no new connections, requests in flight
+    /// finish (up to the shutdown timeout), every connection gets a close frame ("server shutting
+    /// down"), then the server's `run` returns.
+    pub async fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+        stopped(&mut self.stopped.clone()).await;
+    }
+
+    /// True once the server has stopped.
+    pub fn is_stopped(&self) -> bool {
+        *self.stopped.borrow()
+    }
+
+    fn mark_stopped(&self) {
+        if let Some(tx) = self.stopped_tx.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            tx.send_replace(true);
+        }
+    }
+}
+
+/// A server running on its own thread; see [`ServerBuilder::start_threaded`]. Dropping it shuts
+/// the server down.
+#[derive(Debug)]
+pub struct BlockingServer {
+    handle: ServerHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BlockingServer {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.handle.local_addr()
+    }
+
+    /// A handle usable from async code.
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+
+    /// Shuts the server down gracefully and waits for its thread (the Python `close()`).
+    pub fn close(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.handle.shutdown.send_replace(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for BlockingServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
