@@ -1,4 +1,5 @@
-//! Support for the end-to-end tests: the Python reference (webmesh 0.1.2 in a venv).
+//! Support for the end-to-end tests: servers on loopback ports, and the Python reference
+//! (webmesh 0.1.2 in a venv).
 //!
 //! [`python`] finds the interpreter of the interop venv and creates the venv on first use (under
 //! a file lock, so parallel test binaries wait for one another): `cargo test --workspace` works on
@@ -81,4 +82,24 @@ pub fn expect_success(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Builds `builder` on `127.0.0.1:0`, runs it on the current runtime, and returns its handle and
+/// `ws://` URL.
+pub async fn start(builder: webmesh::ServerBuilder) -> (webmesh::ServerHandle, String) {
+    let server = builder.bind("127.0.0.1:0").build().await.expect("server builds");
+    let url = format!("ws://{}", server.local_addr());
+    (server.spawn(), url)
+}
+
+/// Polls `cond` every 5 ms until it holds, for at most 10 s (bounded: a broken test fails
+/// instead of hanging).
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..2000 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    panic!("timed out waiting for: {what}");
 }

@@ -124,6 +124,21 @@ impl FrameEncoder {
         &self.codec
     }
 
+    /// The compression policy.
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+
+    /// The same encoder with another compression policy (a legacy reply to an uncompressed
+    /// request goes out uncompressed).
+    #[must_use]
+    pub fn with_compression(&self, compression: Compression) -> Self {
+        FrameEncoder {
+            compression,
+            ..self.clone()
+        }
+    }
+
     /// The same encoder with another codec (a legacy reply goes out in the request's codec).
     #[must_use]
     pub fn with_codec(&self, codec: AnyCodec) -> Self {

@@ -58,8 +58,35 @@ fn item_span(item: &syn::Item) -> Span {
     }
 }
 
+/// The visibility, seen from one module deeper: items of the generated module are exactly as
+/// visible as the function (a private fn's items are `pub(super)`), so private payload types work.
+fn inner_vis(vis: &syn::Visibility) -> TokenStream {
+    match vis {
+        syn::Visibility::Public(_) => quote!(pub),
+        syn::Visibility::Inherited => quote!(pub(super)),
+        syn::Visibility::Restricted(r) => {
+            let path = &r.path;
+            let first = path
+                .segments
+                .first()
+                .map(|s| s.ident.to_string())
+                .unwrap_or_default();
+            match first.as_str() {
+                "crate" if path.segments.len() == 1 => quote!(pub(crate)),
+                "self" => {
+                    let rest = path.segments.iter().skip(1);
+                    quote!(pub(in super #(::#rest)*))
+                }
+                "super" => quote!(pub(in super::#path)),
+                _ => quote!(#vis),
+            }
+        }
+    }
+}
+
 struct Expansion<'a> {
     h: &'a Handler,
+    vis: TokenStream,
     krate: &'a syn::Path,
     request: TokenStream,
     response: TokenStream,
@@ -82,6 +109,7 @@ impl<'a> Expansion<'a> {
         };
         Expansion {
             h,
+            vis: inner_vis(&h.func.vis),
             krate,
             request,
             response,
@@ -107,6 +135,7 @@ impl<'a> Expansion<'a> {
     /// `struct Route` and its `webmesh::Route` impl.
     fn route_type(&self) -> TokenStream {
         let Expansion {
+            vis,
             krate,
             request,
             response,
@@ -122,7 +151,7 @@ impl<'a> Expansion<'a> {
         quote! {
             #[doc = #doc]
             #[derive(::core::fmt::Debug, ::core::clone::Clone, ::core::marker::Copy, ::core::default::Default)]
-            pub struct Route;
+            #vis struct Route;
 
             impl #krate::Route for Route {
                 const PATH: &'static str = #path;
@@ -132,13 +161,14 @@ impl<'a> Expansion<'a> {
             }
 
             /// The route's path.
-            pub const PATH: &str = #path;
+            #vis const PATH: &str = #path;
         }
     }
 
     /// `call` and `emit`: one-line wrappers over the client's generic methods.
     fn stubs(&self) -> TokenStream {
         let Expansion {
+            vis,
             krate,
             request,
             response,
@@ -154,14 +184,14 @@ impl<'a> Expansion<'a> {
         };
         quote! {
             #[doc = #call_doc]
-            pub async fn call(client: &#krate::Client #param)
+            #vis async fn call(client: &#krate::Client #param)
                 -> ::core::result::Result<#response, #krate::CallError<#error>>
             {
                 client.call::<Route>(#arg).await
             }
 
             #[doc = #emit_doc]
-            pub async fn emit(client: &#krate::Client #param) -> #krate::Result<()> {
+            #vis async fn emit(client: &#krate::Client #param) -> #krate::Result<()> {
                 client.emit::<Route>(#arg).await
             }
         }

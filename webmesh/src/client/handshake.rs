@@ -150,18 +150,22 @@ pub(crate) async fn upgrade(
     };
     let status = resp.code.unwrap_or(0);
     if status != 101 {
-        let len: usize = header("content-length")
+        // The body says why; without a length it runs to the end of the connection.
+        let want = header("content-length")
             .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
+            .unwrap_or(MAX_BODY)
+            .min(MAX_BODY);
         let mut body = buf[head_end..].to_vec();
-        let want = len.min(MAX_BODY);
-        while body.len() < want {
-            let mut chunk = [0u8; 1024];
-            match tcp.read(&mut chunk).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => body.extend_from_slice(&chunk[..n]),
+        let read_rest = async {
+            while body.len() < want {
+                let mut chunk = [0u8; 1024];
+                match tcp.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => body.extend_from_slice(&chunk[..n]),
+                }
             }
-        }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), read_rest).await;
         body.truncate(want);
         return Err(Error::Refused {
             status,

@@ -371,7 +371,7 @@ async fn not_found(frame: &webmesh_codec::Frame, reply: ReplyTo, conn: &Connecti
         }
         ReplyTo::Legacy => {
             if let Some(text) = answer {
-                let enc = conn.encoder().with_codec(frame.codec().clone());
+                let enc = super::handler::reply_encoder(conn.encoder(), frame);
                 send(conn, enc.reply(0, path, &text)).await;
             }
         }

@@ -35,14 +35,11 @@ pub(crate) struct Dispatch {
 }
 
 impl Dispatch {
-    /// The encoder for the answer: the connection's, in the codec the request came in.
-    fn encoder(&self) -> FrameEncoder {
-        let enc = self.conn.encoder();
-        if enc.codec() == self.frame.codec() {
-            enc.clone()
-        } else {
-            enc.with_codec(self.frame.codec().clone())
-        }
+    /// The encoder for the answer: the connection's, in the codec the request came in, and for a
+    /// 0.1.2 peer compressed as the request was (`MessagePackSerializer(compressor=None)` peers
+    /// cannot read zlib).
+    pub(crate) fn encoder(&self) -> FrameEncoder {
+        reply_encoder(self.conn.encoder(), &self.frame)
     }
 
     /// The answer for an error that is not the handler's: `code` and `message` for v1 calls,
@@ -82,6 +79,23 @@ impl Dispatch {
             }
         }
     }
+}
+
+/// The encoder that answers `frame` in kind: same codec, and for legacy msgpack the same choice
+/// of zlib.
+pub(crate) fn reply_encoder(enc: &FrameEncoder, frame: &Frame) -> FrameEncoder {
+    let mut enc = if enc.codec() == frame.codec() {
+        enc.clone()
+    } else {
+        enc.with_codec(frame.codec().clone())
+    };
+    if frame.kind() == webmesh_codec::Kind::Legacy && !frame.codec().is_text() {
+        let zlib = frame.was_compressed();
+        if enc.compression().legacy_zlib != zlib {
+            enc = enc.with_compression(enc.compression().legacy_zlib(zlib));
+        }
+    }
+    enc
 }
 
 /// A handler with its types erased: decodes, runs, encodes the answer.

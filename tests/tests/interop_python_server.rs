@@ -1,0 +1,163 @@
+//! A Rust client against the real Python webmesh 0.1.2 `WebMeshServer`: the client detects the
+//! 0.1.2 server at the handshake and speaks legacy framing; call, emit, both codecs.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use webmesh::codec::AnyCodec;
+use webmesh::{Client, Error, Framing, Protocol, Value};
+use webmesh_tests::{python, repo_root};
+
+/// A running `tests/python/serve.py`; stops when dropped (stdin closes).
+struct PyServer {
+    child: Child,
+    port: u16,
+}
+
+impl PyServer {
+    fn start(codec: &str) -> Self {
+        let mut child = Command::new(python())
+            .arg(repo_root().join("tests/python/serve.py"))
+            .arg(codec)
+            .current_dir(repo_root().join("tests/python"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the python server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .strip_prefix("port ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("python server said {line:?}"));
+        PyServer { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for PyServer {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn against_python(codec_name: &str, codec: AnyCodec) {
+    let py = PyServer::start(codec_name);
+    let c = Client::builder()
+        .codec(codec)
+        .timeout(Some(Duration::from_secs(10)))
+        .connect(&py.url())
+        .await
+        .unwrap();
+    assert_eq!(
+        c.framing(),
+        Framing::Legacy,
+        "a 0.1.2 server is detected at the handshake"
+    );
+
+    let cases: Vec<Value> = vec![
+        Value::from("hello ✓"),
+        Value::from(0),
+        Value::from(i64::MIN),
+        Value::from(1.25),
+        Value::from(false),
+        Value::Array(vec![Value::from(1), Value::Nil, Value::from("x")]),
+        Value::Map(vec![(Value::from("k"), Value::from(vec![Value::from(2)]))]),
+        Value::from("y".repeat(100_000)),
+    ];
+    for v in &cases {
+        assert_eq!(&c.call_path::<Value>("/echo", v).await.unwrap(), v);
+    }
+    if codec_name == "msgpack" {
+        let bin = Value::Binary(vec![0, 1, 255]);
+        assert_eq!(c.call_path::<Value>("/echo", &bin).await.unwrap(), bin);
+        assert_eq!(c.call_path::<u64>("/echo", &u64::MAX).await.unwrap(), u64::MAX);
+    }
+    // Typed calls through a struct: a dict on the Python side.
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Point {
+        x: i32,
+        y: i32,
+    }
+    let p = Point { x: 3, y: -4 };
+    assert_eq!(c.call_path::<Point>("/echo", &p).await.unwrap(), p);
+
+    // Calls on different paths in flight together (the Python server runs 5 at a time).
+    let (slow, fast) = tokio::join!(
+        c.call_path::<f64>("/sleep", &0.3),
+        c.call_path::<String>("/echo", &"fast")
+    );
+    assert_eq!((slow.unwrap(), fast.unwrap().as_str()), (0.3, "fast"));
+
+    // emit, then read back what the server recorded.
+    for i in 0..3 {
+        c.emit_path("/record", &i).await.unwrap();
+    }
+    let recorded: Vec<i64> = c.call_path("/recorded", &()).await.unwrap();
+    assert_eq!(recorded, vec![0, 1, 2]);
+
+    // Unknown path: 0.1.2 answers "Path not found".
+    assert!(c.call_path::<u8>("/nope", &1).await.unwrap_err().is_not_found());
+    // A handler that raises gets no reply in 0.1.2: the call ends at its timeout, not never.
+    let short = c.with_timeout(Some(Duration::from_millis(300)));
+    assert!(matches!(
+        short.call_path::<u8>("/error", &1).await,
+        Err(Error::Timeout(_))
+    ));
+    assert_eq!(
+        c.call_path::<String>("/echo", &"still fine").await.unwrap(),
+        "still fine"
+    );
+    c.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_client_to_python_server_msgpack() {
+    against_python("msgpack", AnyCodec::MSGPACK).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_client_to_python_server_json() {
+    against_python("json", AnyCodec::JSON).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_only_client_refuses_a_python_server() {
+    let py = PyServer::start("msgpack");
+    let err = Client::builder()
+        .protocol(Protocol::V1)
+        .connect(&py.url())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Handshake(ref m) if m.contains("v1")),
+        "{err}"
+    );
+}
+
+#[test]
+fn blocking_client_to_python_server() {
+    let py = PyServer::start("msgpack");
+    let c = webmesh::BlockingClient::connect(&py.url()).unwrap();
+    assert_eq!(c.call_path::<String>("/echo", &"blocking").unwrap(), "blocking");
+    let (tx, rx) = std::sync::mpsc::channel();
+    c.call_path_async("/echo", 7, move |r: Result<i64, Error>| {
+        tx.send(r.unwrap()).unwrap()
+    });
+    assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), 7);
+    c.close();
+}
