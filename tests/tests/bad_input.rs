@@ -24,19 +24,26 @@ fn server() -> webmesh::ServerBuilder {
     Server::builder()
         .on("/echo", |v: Value| async move { v })
         .on("/add", |(a, b): (i64, i64)| async move { a + b })
-        .limits(Limits::default().max_frame_size(MAX_FRAME).max_inflated_size(1 << 20))
+        .limits(
+            Limits::default()
+                .max_frame_size(MAX_FRAME)
+                .max_inflated_size(1 << 20),
+        )
 }
 
 /// A raw WebSocket client, offering `protocol` (or nothing: a 0.1.2 peer).
 async fn raw(url: &str, protocol: Option<&str>) -> Ws {
     let mut req = url.into_client_request().unwrap();
     if let Some(p) = protocol {
-        req.headers_mut().insert("sec-websocket-protocol", p.parse().unwrap());
+        req.headers_mut()
+            .insert("sec-websocket-protocol", p.parse().unwrap());
     }
     let tcp = TcpStream::connect(url.trim_start_matches("ws://")).await.unwrap();
     let (ws, resp) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
     assert_eq!(
-        resp.headers().get("sec-websocket-protocol").map(|v| v.to_str().unwrap()),
+        resp.headers()
+            .get("sec-websocket-protocol")
+            .map(|v| v.to_str().unwrap()),
         protocol,
         "the server takes the offered protocol"
     );
@@ -46,7 +53,10 @@ async fn raw(url: &str, protocol: Option<&str>) -> Ws {
 /// The next data or close message, within a bound.
 async fn next(ws: &mut Ws) -> Option<Message> {
     loop {
-        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("an answer in time") {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("an answer in time")
+        {
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             Some(Ok(m)) => return Some(m),
             Some(Err(_)) | None => return None,
@@ -59,7 +69,11 @@ async fn expect_close(ws: &mut Ws, code: u16, reason: &str) {
     match next(ws).await {
         Some(Message::Close(Some(f))) => {
             assert_eq!(u16::from(f.code), code, "close code (reason {:?})", f.reason);
-            assert!(f.reason.contains(reason), "close reason {:?} lacks {reason:?}", f.reason);
+            assert!(
+                f.reason.contains(reason),
+                "close reason {:?} lacks {reason:?}",
+                f.reason
+            );
         }
         other => panic!("expected a close {code}, got {other:?}"),
     }
@@ -99,17 +113,28 @@ fn msg(m: codec::WireMessage) -> Message {
 
 /// Proves the v1 connection still serves: a good call gets its reply next.
 async fn still_serves_v1(ws: &mut Ws, id: u64) {
-    ws.send(msg(v1().call(id, "/add", &(2, 3)).unwrap())).await.unwrap();
+    ws.send(msg(v1().call(id, "/add", &(2, 3)).unwrap()))
+        .await
+        .unwrap();
     let f = decode(Framing::V1, next(ws).await.unwrap());
-    assert_eq!((f.kind(), f.id(), f.decode::<i64>().unwrap()), (Kind::Reply, id, 5));
+    assert_eq!(
+        (f.kind(), f.id(), f.decode::<i64>().unwrap()),
+        (Kind::Reply, id, 5)
+    );
 }
 
 /// Proves the legacy connection still serves, and that nothing was answered before: the next
 /// message is the reply to this call.
 async fn still_serves_legacy(ws: &mut Ws, marker: &str) {
-    ws.send(msg(legacy().call(0, "/echo", marker).unwrap())).await.unwrap();
+    ws.send(msg(legacy().call(0, "/echo", marker).unwrap()))
+        .await
+        .unwrap();
     let f = decode(Framing::Legacy, next(ws).await.unwrap());
-    assert_eq!(f.decode::<String>().unwrap(), marker, "the first answer is the good call's");
+    assert_eq!(
+        f.decode::<String>().unwrap(),
+        marker,
+        "the first answer is the good call's"
+    );
 }
 
 /// A client that keeps calling while the bad input goes on; returns a flag to stop it and its
@@ -122,7 +147,10 @@ async fn bystander(url: &str) -> (Arc<AtomicBool>, tokio::task::JoinHandle<i64>)
         let mut n = 0;
         // Bounded: at most 100k calls even if never stopped.
         while !s.load(Ordering::Relaxed) && n < 100_000 {
-            assert_eq!(c.call_path::<i64>("/add", &(n, 1)).await.expect("bystander call"), n + 1);
+            assert_eq!(
+                c.call_path::<i64>("/add", &(n, 1)).await.expect("bystander call"),
+                n + 1
+            );
             n += 1;
         }
         n
@@ -151,22 +179,30 @@ async fn v1_bad_frames() {
     }
     // A TEXT frame on a v1 connection.
     let mut ws = raw(&url, proto).await;
-    ws.send(Message::Text("{\"path\": \"/echo\"}".into())).await.unwrap();
+    ws.send(Message::Text("{\"path\": \"/echo\"}".into()))
+        .await
+        .unwrap();
     expect_close(&mut ws, 1003, "text").await;
 
     // Readable header, bad body: an ERROR for the call, and the connection goes on.
     let mut ws = raw(&url, proto).await;
-    ws.send(Message::Binary(b"\x10\x05\x04/add not zlib".to_vec().into())).await.unwrap();
+    ws.send(Message::Binary(b"\x10\x05\x04/add not zlib".to_vec().into()))
+        .await
+        .unwrap();
     expect_error(&mut ws, 5, "bad_request").await;
     let mut truncated = v1().call(6, "/add", &(1, 2)).unwrap().as_bytes().to_vec();
     truncated.pop();
     ws.send(Message::Binary(truncated.into())).await.unwrap();
     expect_error(&mut ws, 6, "bad_request").await;
-    ws.send(msg(v1().call(7, "/add", &"not a pair").unwrap())).await.unwrap();
+    ws.send(msg(v1().call(7, "/add", &"not a pair").unwrap()))
+        .await
+        .unwrap();
     expect_error(&mut ws, 7, "bad_request").await;
     ws.send(msg(v1().call(8, "/nope", &1).unwrap())).await.unwrap();
     expect_error(&mut ws, 8, "not_found").await;
-    ws.send(Message::Binary(b"\x0e\x09\x00".to_vec().into())).await.unwrap();
+    ws.send(Message::Binary(b"\x0e\x09\x00".to_vec().into()))
+        .await
+        .unwrap();
     expect_error(&mut ws, 9, "unsupported").await;
     // A compressed body that inflates past the limit (1 MiB here).
     let bomb = FrameEncoder::new(Framing::V1, AnyCodec::MSGPACK, Compression::default().min_size(0));
@@ -175,7 +211,9 @@ async fn v1_bad_frames() {
     ws.send(msg(big)).await.unwrap();
     expect_error(&mut ws, 10, "bad_request").await;
     // Answers to calls this server never made, and a NOTIFY with a bad payload: nothing.
-    ws.send(msg(v1().reply(99, "", &1).unwrap().unwrap())).await.unwrap();
+    ws.send(msg(v1().reply(99, "", &1).unwrap().unwrap()))
+        .await
+        .unwrap();
     ws.send(msg(v1().notify("/add", &"bad").unwrap())).await.unwrap();
     still_serves_v1(&mut ws, 11).await;
 
@@ -201,7 +239,8 @@ async fn legacy_bad_frames_are_logged_and_the_connection_kept() {
         rmpv::encode::write_value(&mut out, v).unwrap();
         out
     };
-    let map = |pairs: Vec<(&str, Value)>| Value::Map(pairs.into_iter().map(|(k, v)| (Value::from(k), v)).collect());
+    let map =
+        |pairs: Vec<(&str, Value)>| Value::Map(pairs.into_iter().map(|(k, v)| (Value::from(k), v)).collect());
     let good = zlib(&mp(&map(vec![("path", "/echo".into()), ("data", 1.into())])));
     let bomb = {
         let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
@@ -219,8 +258,17 @@ async fn legacy_bad_frames_are_logged_and_the_connection_kept() {
         ("zlib of non-msgpack", hex(&zlib(b"\xc1\xc1"))),
         ("non-map", hex(&zlib(&mp(&Value::from(vec![Value::from(1)]))))),
         ("missing path", hex(&zlib(&mp(&map(vec![("data", 1.into())]))))),
-        ("non-string path", hex(&zlib(&mp(&map(vec![("path", 5.into()), ("data", 1.into())]))))),
-        ("wrong payload type", hex(&zlib(&mp(&map(vec![("path", "/add".into()), ("data", "x".into())]))))),
+        (
+            "non-string path",
+            hex(&zlib(&mp(&map(vec![("path", 5.into()), ("data", 1.into())])))),
+        ),
+        (
+            "wrong payload type",
+            hex(&zlib(&mp(&map(vec![
+                ("path", "/add".into()),
+                ("data", "x".into()),
+            ])))),
+        ),
         ("bomb (8 MiB of zeros, 1 MiB limit)", hex(&bomb)),
         ("json non-map", "{\"path\": [1]}".into()),
     ];
@@ -230,9 +278,14 @@ async fn legacy_bad_frames_are_logged_and_the_connection_kept() {
         still_serves_legacy(&mut ws, what).await;
     }
     // Unknown path: 0.1.2's reply.
-    ws.send(msg(legacy().call(0, "/nope", &1).unwrap())).await.unwrap();
+    ws.send(msg(legacy().call(0, "/nope", &1).unwrap()))
+        .await
+        .unwrap();
     let f = decode(Framing::Legacy, next(&mut ws).await.unwrap());
-    assert_eq!((f.path(), f.decode::<String>().unwrap().as_str()), ("/nope", "Path not found"));
+    assert_eq!(
+        (f.path(), f.decode::<String>().unwrap().as_str()),
+        ("/nope", "Path not found")
+    );
     // A BINARY frame is not 0.1.2: closed with a reason.
     ws.send(Message::Binary(vec![1, 2, 3].into())).await.unwrap();
     expect_close(&mut ws, 1003, "binary").await;
@@ -290,24 +343,43 @@ async fn oversized_frame_is_refused_from_its_header_before_buffering() {
 async fn unusable_subprotocols_are_refused_with_400() {
     let (server, url) = start(server()).await;
     let mut req = url.as_str().into_client_request().unwrap();
-    req.headers_mut().insert("sec-websocket-protocol", "webmesh.v1.cbor, webmesh.v9.msgpack".parse().unwrap());
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        "webmesh.v1.cbor, webmesh.v9.msgpack".parse().unwrap(),
+    );
     let tcp = TcpStream::connect(url.trim_start_matches("ws://")).await.unwrap();
     match tokio_tungstenite::client_async(req, tcp).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
             assert_eq!(resp.status(), 400);
             let body = String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default()).into_owned();
-            assert!(body.contains("webmesh.v1.msgpack") && body.contains("webmesh.v1.json"), "{body}");
+            assert!(
+                body.contains("webmesh.v1.msgpack") && body.contains("webmesh.v1.json"),
+                "{body}"
+            );
         }
         other => panic!("expected a 400, got {:?}", other.map(|_| ())),
     }
     // A non-webmesh subprotocol next to a webmesh one is fine; only webmesh ones count.
     let mut ws = raw(&url, Some("webmesh.v1.json")).await;
-    ws.send(msg(FrameEncoder::new(Framing::V1, AnyCodec::JSON, Compression::none()).call(1, "/add", &(1, 1)).unwrap()))
+    ws.send(msg(FrameEncoder::new(
+        Framing::V1,
+        AnyCodec::JSON,
+        Compression::none(),
+    )
+    .call(1, "/add", &(1, 1))
+    .unwrap()))
         .await
         .unwrap();
     let m = next(&mut ws).await.unwrap();
     let Message::Binary(b) = m else { panic!("{m:?}") };
-    let f = codec::decode_frame(Framing::V1, &AnyCodec::JSON, &Limits::default(), FrameType::Binary, b).unwrap();
+    let f = codec::decode_frame(
+        Framing::V1,
+        &AnyCodec::JSON,
+        &Limits::default(),
+        FrameType::Binary,
+        b,
+    )
+    .unwrap();
     assert_eq!(f.decode::<i64>().unwrap(), 2);
     server.shutdown().await;
 }

@@ -30,6 +30,7 @@ pub(crate) fn route(attr: TokenStream, item: TokenStream) -> TokenStream {
             let placeholder = RouteAttr {
                 path: syn::LitStr::new("/", Span::call_site()),
                 krate: None,
+                errors: None,
             };
             if let Err(more) = validate::check(placeholder, func.clone()) {
                 e.combine(more);

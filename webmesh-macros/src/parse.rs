@@ -16,6 +16,8 @@ pub(crate) struct RouteAttr {
     pub(crate) path: LitStr,
     /// `crate = path`: where the webmesh crate is, when renamed or re-exported.
     pub(crate) krate: Option<syn::Path>,
+    /// Mistakes in the keys after the path, reported with the function's own.
+    pub(crate) errors: Option<syn::Error>,
 }
 
 impl RouteAttr {
@@ -62,10 +64,7 @@ impl Parse for RouteAttr {
                 }
             }
         }
-        match errors {
-            Some(e) => Err(e),
-            None => Ok(RouteAttr { path, krate }),
-        }
+        Ok(RouteAttr { path, krate, errors })
     }
 }
 

@@ -7,6 +7,7 @@ use syn::{FnArg, GenericArgument, ItemFn, Pat, PathArguments, ReturnType, Type};
 use crate::parse::RouteAttr;
 
 /// One argument of the handler, in declaration order.
+#[allow(clippy::large_enum_variant)] // a handful per macro call
 pub(crate) enum Arg {
     /// The decoded request, by value.
     Payload(Type),
@@ -17,6 +18,7 @@ pub(crate) enum Arg {
 }
 
 /// What the handler returns.
+#[allow(clippy::large_enum_variant)] // one per macro call
 pub(crate) enum Ret {
     /// Nothing (`()`).
     Unit,
@@ -55,8 +57,8 @@ impl Errors {
     }
 }
 
-pub(crate) fn check(attr: RouteAttr, func: ItemFn) -> syn::Result<Handler> {
-    let mut errors = Errors(None);
+pub(crate) fn check(mut attr: RouteAttr, func: ItemFn) -> syn::Result<Handler> {
+    let mut errors = Errors(attr.errors.take());
     let path = attr.path.value();
     if !path.starts_with('/') {
         errors.push(syn::Error::new_spanned(

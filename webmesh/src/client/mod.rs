@@ -243,13 +243,16 @@ impl ClientBuilder {
     }
 }
 
+/// Where a call's answer goes.
+type Waiter = oneshot::Sender<Result<Frame>>;
+
 /// Calls waiting for their reply.
 #[derive(Default)]
 struct Pending {
     /// v1: by correlation id.
-    by_id: HashMap<u64, oneshot::Sender<Result<Frame>>>,
+    by_id: HashMap<u64, Waiter>,
     /// legacy: by path, oldest first.
-    by_path: HashMap<String, VecDeque<(u64, oneshot::Sender<Result<Frame>>)>>,
+    by_path: HashMap<String, VecDeque<(u64, Waiter)>>,
 }
 
 /// The part of a client its reader task shares.

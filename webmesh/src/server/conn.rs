@@ -1,5 +1,8 @@
 //! One server connection: handshake, read loop, dispatch, drain, close.
 
+// tungstenite's handshake callback returns its HTTP error response by value.
+#![allow(clippy::result_large_err)]
+
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
@@ -363,7 +366,11 @@ async fn send(conn: &Connection, msg: Result<Option<WireMessage>, CodecError>) {
 async fn not_found(frame: &webmesh_codec::Frame, reply: ReplyTo, conn: &Connection, shared: &Shared) {
     let path = frame.path();
     tracing::debug!(path, "no route");
-    let answer = (shared.on_not_found)(path, conn);
+    let answer = match &shared.on_not_found {
+        Some(hook) => hook(path, conn),
+        None if reply == ReplyTo::Legacy => Some("Path not found".to_owned()),
+        None => None,
+    };
     match reply {
         ReplyTo::Call(id) => {
             let message = answer.unwrap_or_else(|| format!("no route at {path}"));

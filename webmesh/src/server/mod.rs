@@ -49,7 +49,7 @@ pub(crate) struct Shared {
     pub(crate) shutdown_timeout: Duration,
     pub(crate) on_connect: Option<ConnHook>,
     pub(crate) on_disconnect: Option<ConnHook>,
-    pub(crate) on_not_found: NotFoundHook,
+    pub(crate) on_not_found: Option<NotFoundHook>,
     pub(crate) next_id: AtomicU64,
     pub(crate) live: AtomicUsize,
     pub(crate) shutdown: watch::Receiver<bool>,
@@ -86,7 +86,7 @@ pub struct ServerBuilder {
     routes: Vec<(String, String, handler::Erased)>,
     on_connect: Option<ConnHook>,
     on_disconnect: Option<ConnHook>,
-    on_not_found: NotFoundHook,
+    on_not_found: Option<NotFoundHook>,
 }
 
 impl Default for ServerBuilder {
@@ -105,7 +105,7 @@ impl Default for ServerBuilder {
             routes: Vec::new(),
             on_connect: None,
             on_disconnect: None,
-            on_not_found: Arc::new(|_, _| Some("Path not found".to_owned())),
+            on_not_found: None,
         }
     }
 }
@@ -228,12 +228,13 @@ impl ServerBuilder {
 
     /// Runs `hook` for a request on a path with no route. What it returns is the answer: a 0.1.2
     /// peer gets it as the reply (`None`: no reply), a v1 caller gets it as the message of a
-    /// `not_found` error. Default: `Some("Path not found")`, as 0.1.2.
+    /// `not_found` error. Without a hook, a 0.1.2 peer gets `"Path not found"` (as 0.1.2 sends)
+    /// and a v1 caller `"no route at <path>"`.
     pub fn on_not_found(
         mut self,
         hook: impl Fn(&str, &Connection) -> Option<String> + Send + Sync + 'static,
     ) -> Self {
-        self.on_not_found = Arc::new(hook);
+        self.on_not_found = Some(Arc::new(hook));
         self
     }
 

@@ -1,0 +1,44 @@
+//! The contract-crate pattern: the client binary's dependency graph has neither webmesh's server
+//! half nor the contract's server-only dependency. (`.ci/run` also builds `example-client` on its
+//! own, which compiles the contract without its handler bodies.)
+
+use std::process::Command;
+
+fn cargo_tree(args: &[&str]) -> String {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["tree", "--offline", "--prefix", "none"])
+        .args(args)
+        .current_dir(webmesh_tests::repo_root())
+        .output()
+        .expect("run cargo tree");
+    assert!(
+        out.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn client_graph_has_no_server_half() {
+    let deps = cargo_tree(&["-p", "example-client", "-e", "normal"]);
+    assert!(deps.contains("example-contract"), "{deps}");
+    assert!(
+        !deps.contains("example-store"),
+        "the client links the server-only store:\n{deps}"
+    );
+    let features = cargo_tree(&["-p", "example-client", "-e", "features"]);
+    assert!(
+        !features.contains("webmesh feature \"server\""),
+        "webmesh's server feature is on in the client:\n{features}"
+    );
+}
+
+#[test]
+fn server_graph_has_it() {
+    let deps = cargo_tree(&["-p", "example-server", "-e", "normal"]);
+    assert!(deps.contains("example-store"), "{deps}");
+    let features = cargo_tree(&["-p", "example-server", "-e", "features"]);
+    assert!(features.contains("webmesh feature \"server\""), "{features}");
+}

@@ -1,0 +1,6 @@
+#[webmesh::route("/n")]
+const fn n(x: u8) -> u8 {
+    x
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[webmesh::route]
+async fn echo(x: u8) -> u8 {
+    x
+}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[webmesh::route("/echo")]
+struct Echo;
+
+fn main() {}

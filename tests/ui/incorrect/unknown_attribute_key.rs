@@ -1,0 +1,6 @@
+#[webmesh::route("/echo", timeout = 5)]
+fn echo(x: u8) -> u8 {
+    x
+}
+
+fn main() {}

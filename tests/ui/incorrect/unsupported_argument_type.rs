@@ -1,0 +1,6 @@
+#[webmesh::route("/len")]
+fn len(s: &str) -> usize {
+    s.len()
+}
+
+fn main() {}
