@@ -77,6 +77,7 @@ pub use server::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_OUTBOUND_QUEUE,
     DEFAULT_SHUTDOWN_TIMEOUT,
 };
+#[doc = include_str!("route.md")]
 pub use webmesh_macros::route;
 
 /// A dynamic value: any msgpack value (bin, 64-bit ints, floats, maps...), for payloads without

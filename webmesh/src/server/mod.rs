@@ -242,7 +242,7 @@ impl ServerBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::DuplicateRoute`] naming both routes when two share a path; [`Error::Io`] when
+    /// [`Error::DuplicateRoute`](crate::Error::DuplicateRoute) naming both routes when two share a path; [`Error::Io`](crate::Error::Io) when
     /// the address cannot be bound.
     pub async fn build(self) -> Result<Server> {
         let mut router = Router::default();
@@ -299,7 +299,7 @@ impl ServerBuilder {
     ///
     /// # Errors
     ///
-    /// As [`build`](Self::build), or [`Error::Io`] when the runtime or thread cannot be made.
+    /// As [`build`](Self::build), or [`Error::Io`](crate::Error::Io) when the runtime or thread cannot be made.
     pub fn start_threaded(self) -> Result<BlockingServer> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
