@@ -1,0 +1,212 @@
+//! The client side of each system.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use jsonrpsee::ws_client::{WsClient, WsClientBuilder};
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+use webmesh::codec::AnyCodec;
+
+use crate::payload::{echo_large, echo_small, BenchRpcClient, Large, Small};
+use crate::servers::MAX_MESSAGE;
+
+/// A system under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum System {
+    /// tokio-tungstenite binary echo of pre-encoded payloads: the transport limit.
+    Raw,
+    /// webmesh-rs between Rust peers, default codec (v1 framing, msgpack, compression over 1 KiB),
+    /// through the generated stub.
+    Webmesh,
+    /// webmesh-rs between Rust peers with the JSON codec.
+    WebmeshJson,
+    /// webmesh-rs in 0.1.2 legacy framing (hex of zlib of msgpack, no ids).
+    WebmeshLegacy,
+    /// jsonrpsee WebSocket server and its `#[rpc(client)]` stub.
+    Jsonrpsee,
+}
+
+impl System {
+    pub(crate) const ALL: [System; 5] = [
+        System::Raw,
+        System::Webmesh,
+        System::WebmeshJson,
+        System::WebmeshLegacy,
+        System::Jsonrpsee,
+    ];
+
+    /// A short name for `--system`.
+    pub(crate) fn key(self) -> &'static str {
+        match self {
+            System::Raw => "raw",
+            System::Webmesh => "webmesh",
+            System::WebmeshJson => "json",
+            System::WebmeshLegacy => "legacy",
+            System::Jsonrpsee => "jsonrpsee",
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            System::Raw => "raw tokio-tungstenite echo",
+            System::Webmesh => "webmesh-rs (msgpack, v1)",
+            System::WebmeshJson => "webmesh-rs (json, v1)",
+            System::WebmeshLegacy => "webmesh-rs (0.1.2 legacy)",
+            System::Jsonrpsee => "jsonrpsee",
+        }
+    }
+
+    /// Which `serve` kind runs its server.
+    pub(crate) fn server_kind(self) -> &'static str {
+        match self {
+            System::Raw => "raw",
+            System::Webmesh | System::WebmeshJson | System::WebmeshLegacy => "webmesh",
+            System::Jsonrpsee => "jsonrpsee",
+        }
+    }
+}
+
+/// One connection of a system.
+#[derive(Clone)]
+pub(crate) enum Conn {
+    Raw(Arc<RawClient>),
+    Webmesh(webmesh::Client),
+    Jsonrpsee(Arc<WsClient>),
+}
+
+/// Pre-encoded payloads for the raw echo, which sends bytes and gets them back.
+pub(crate) struct RawPayloads {
+    pub(crate) small: Bytes,
+    pub(crate) large: Bytes,
+}
+
+impl Conn {
+    pub(crate) async fn connect(system: System, port: u16) -> Result<Conn, String> {
+        let url = format!("ws://127.0.0.1:{port}");
+        let limits = webmesh::codec::Limits::default()
+            .max_frame_size(MAX_MESSAGE)
+            .max_inflated_size(MAX_MESSAGE);
+        let wm = |codec: AnyCodec, protocol: webmesh::Protocol| {
+            webmesh::Client::builder()
+                .codec(codec)
+                .protocol(protocol)
+                .limits(limits)
+                .outbound_queue(4096)
+        };
+        Ok(match system {
+            System::Raw => Conn::Raw(Arc::new(RawClient::connect(&url).await?)),
+            System::Webmesh => Conn::Webmesh(
+                wm(AnyCodec::MSGPACK, webmesh::Protocol::V1)
+                    .connect(&url)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            ),
+            System::WebmeshJson => Conn::Webmesh(
+                wm(AnyCodec::JSON, webmesh::Protocol::V1)
+                    .connect(&url)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            ),
+            System::WebmeshLegacy => Conn::Webmesh(
+                wm(AnyCodec::MSGPACK, webmesh::Protocol::Legacy)
+                    .connect(&url)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            ),
+            System::Jsonrpsee => Conn::Jsonrpsee(Arc::new(
+                WsClientBuilder::default()
+                    .max_concurrent_requests(4096)
+                    .max_request_size(MAX_MESSAGE as u32)
+                    .max_response_size(MAX_MESSAGE as u32)
+                    .build(&url)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            )),
+        })
+    }
+
+    pub(crate) async fn small(&self, p: &Small, raw: &RawPayloads) -> Result<(), String> {
+        match self {
+            Conn::Raw(c) => c.echo(raw.small.clone()).await.map(drop),
+            Conn::Webmesh(c) => echo_small::call(c, p.clone()).await.map(drop).map_err(|e| e.to_string()),
+            Conn::Jsonrpsee(c) => c.small(p.clone()).await.map(drop).map_err(|e| e.to_string()),
+        }
+    }
+
+    pub(crate) async fn large(&self, p: &Large, raw: &RawPayloads) -> Result<(), String> {
+        match self {
+            Conn::Raw(c) => c.echo(raw.large.clone()).await.map(drop),
+            Conn::Webmesh(c) => echo_large::call(c, p.clone()).await.map(drop).map_err(|e| e.to_string()),
+            Conn::Jsonrpsee(c) => c.large(p.clone()).await.map(drop).map_err(|e| e.to_string()),
+        }
+    }
+
+    pub(crate) async fn close(self) {
+        match self {
+            Conn::Raw(_) | Conn::Jsonrpsee(_) => {}
+            Conn::Webmesh(c) => c.close().await,
+        }
+    }
+}
+
+/// A pipelining raw WebSocket client: the echo answers in order, so replies pair with a FIFO.
+pub(crate) struct RawClient {
+    send: Mutex<(mpsc::UnboundedSender<Message>, Arc<Mutex<VecDeque<oneshot::Sender<Bytes>>>>)>,
+}
+
+impl RawClient {
+    async fn connect(url: &str) -> Result<RawClient, String> {
+        let tcp = tokio::net::TcpStream::connect(url.trim_start_matches("ws://"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = tcp.set_nodelay(true);
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .max_message_size(Some(MAX_MESSAGE))
+            .max_frame_size(Some(MAX_MESSAGE));
+        let (ws, _) = tokio_tungstenite::client_async_with_config(url, tcp, Some(config))
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut sink, mut stream) = ws.split();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+        let waiting: Arc<Mutex<VecDeque<oneshot::Sender<Bytes>>>> = Arc::default();
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(64);
+            while rx.recv_many(&mut batch, 64).await > 0 {
+                for m in batch.drain(..) {
+                    if sink.feed(m).await.is_err() {
+                        return;
+                    }
+                }
+                if sink.flush().await.is_err() {
+                    return;
+                }
+            }
+        });
+        let w = waiting.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(Message::Binary(b))) = stream.next().await {
+                let next = w.lock().map(|mut q| q.pop_front()).ok().flatten();
+                if let Some(tx) = next {
+                    let _ = tx.send(b);
+                }
+            }
+        });
+        Ok(RawClient {
+            send: Mutex::new((tx, waiting)),
+        })
+    }
+
+    async fn echo(&self, payload: Bytes) -> Result<Bytes, String> {
+        let (tx, rx) = oneshot::channel();
+        {
+            // Queue and send under one lock, so the FIFO order is the wire order.
+            let guard = self.send.lock().map_err(|_| "poisoned")?;
+            guard.1.lock().map_err(|_| "poisoned")?.push_back(tx);
+            guard.0.send(Message::Binary(payload)).map_err(|_| "raw connection closed")?;
+        }
+        rx.await.map_err(|_| "raw connection closed".to_owned())
+    }
+}

@@ -1,0 +1,330 @@
+//! Benchmark harness: webmesh-rs next to its anchors, in one run, over loopback, with server and
+//! client in separate processes.
+//!
+//! ```text
+//! cargo run --release -p webmesh-bench               # the full suite (a few minutes)
+//! cargo run --release -p webmesh-bench -- --quick    # tiny counts: checks the harness works
+//! ```
+//!
+//! Options: `--runs N` (default 3), `--secs S` per run (default 1.5), `--idle N` idle connections
+//! (default 10000), `--no-python`, `--workload seq|1x64|16x16|large|idle` and
+//! `--system raw|webmesh|json|legacy|jsonrpsee` to run one cell (for profiling).
+//!
+//! Systems: raw tokio-tungstenite binary echo (the transport limit), webmesh-rs with the default
+//! codec through the generated stub, webmesh-rs JSON, webmesh-rs in 0.1.2 legacy framing,
+//! jsonrpsee (WebSocket server + `#[rpc(client)]` stub), and the Python webmesh 0.1.2 reference
+//! (client and server in Python, sequential only) when `.venv` exists. Each run starts a fresh
+//! server process. Every loop is bounded by time and count. `docs/BENCHMARKS.md` has results and
+//! what bounds them.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod clients;
+mod payload;
+mod proc_stats;
+mod report;
+mod servers;
+mod workloads;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clients::{RawPayloads, System};
+use workloads::{Budget, Inputs, Sample, Workload};
+
+struct Options {
+    quick: bool,
+    workload: Option<String>,
+    system: Option<String>,
+    runs: usize,
+    secs: f64,
+    idle: usize,
+    python: bool,
+}
+
+fn parse_args() -> Result<Options, String> {
+    let mut o = Options {
+        quick: false,
+        workload: None,
+        system: None,
+        runs: 3,
+        secs: 1.5,
+        idle: 10_000,
+        python: true,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
+        match a.as_str() {
+            "--quick" => o.quick = true,
+            "--runs" => o.runs = value("--runs")?.parse().map_err(|e| format!("--runs: {e}"))?,
+            "--secs" => o.secs = value("--secs")?.parse().map_err(|e| format!("--secs: {e}"))?,
+            "--idle" => o.idle = value("--idle")?.parse().map_err(|e| format!("--idle: {e}"))?,
+            "--no-python" => o.python = false,
+            "--workload" => o.workload = Some(value("--workload")?),
+            "--system" => o.system = Some(value("--system")?),
+            // `cargo bench` passes this.
+            "--bench" => {}
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    if o.quick {
+        o.runs = 1;
+        o.secs = 0.05;
+        o.idle = 20;
+        o.python = false;
+    }
+    o.runs = o.runs.max(1);
+    Ok(o)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("serve") {
+        if let Err(e) = servers::serve(args.get(2).map_or("", String::as_str)) {
+            eprintln!("serve: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    let opts = match parse_args() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    proc_stats::raise_fd_limit();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = rt.block_on(orchestrate(&opts)) {
+        eprintln!("benchmark failed: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// A server child process; stops when dropped (its stdin closes).
+struct ServerProcess {
+    child: Child,
+    port: u16,
+}
+
+impl ServerProcess {
+    fn start(mut cmd: Command) -> Result<ServerProcess, String> {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("spawn server: {e}"))?;
+        let mut line = String::new();
+        let out = child.stdout.as_mut().ok_or("no server stdout")?;
+        BufReader::new(out).read_line(&mut line).map_err(|e| e.to_string())?;
+        let port = line
+            .strip_prefix("port ")
+            .and_then(|p| p.trim().parse().ok())
+            .ok_or_else(|| format!("server said {line:?}"))?;
+        Ok(ServerProcess { child, port })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rust_server(kind: &str) -> Result<ServerProcess, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("serve").arg(kind);
+    ServerProcess::start(cmd)
+}
+
+async fn orchestrate(o: &Options) -> Result<(), String> {
+    let small = payload::small();
+    let large = payload::large();
+    let raw = RawPayloads {
+        small: rmp_serde::to_vec_named(&small).map_err(|e| e.to_string())?.into(),
+        large: rmp_serde::to_vec_named(&large).map_err(|e| e.to_string())?.into(),
+    };
+    let large_bytes = raw.large.len();
+    let inputs = Arc::new(Inputs { small, large, raw });
+    let budget = Budget {
+        duration: Duration::from_secs_f64(o.secs),
+        max_ops: if o.quick { 200 } else { 50_000_000 },
+        warmup: Duration::from_secs_f64((o.secs / 5.0).min(0.3)),
+    };
+    let workloads = [
+        Workload::Sequential,
+        Workload::InFlight { conns: 1, per_conn: 64 },
+        Workload::InFlight { conns: 16, per_conn: 16 },
+        Workload::Large { conns: 1, per_conn: 64 },
+        Workload::Idle { conns: o.idle },
+    ];
+    println!("# webmesh-rs benchmark");
+    println!();
+    println!(
+        "{} run(s) per cell, {:.1} s each, fresh server process per run; server and client on 127.0.0.1, separate processes; {} cores.",
+        o.runs,
+        o.secs,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!(
+        "Small payload: {{id: u64, name: 16 chars, values: 8 × u32}} ({} bytes of msgpack). Large payload: {} log records ({} bytes of msgpack).",
+        inputs.raw.small.len(),
+        inputs.large.len(),
+        large_bytes
+    );
+    let mut tables = Vec::new();
+    for w in workloads {
+        if o.workload.as_ref().is_some_and(|f| !w.key().contains(f.as_str())) {
+            continue;
+        }
+        let mut rows = Vec::new();
+        for system in System::ALL {
+            if o.system.as_ref().is_some_and(|f| system.key() != f) {
+                continue;
+            }
+            let mut samples = Vec::new();
+            for _ in 0..o.runs {
+                let server = rust_server(system.server_kind())?;
+                let s = workloads::run(w, system, server.port, server.pid(), budget, inputs.clone())
+                    .await
+                    .map_err(|e| format!("{} / {}: {e}", w.title(), system.name()))?;
+                samples.push(s);
+            }
+            rows.push(report::Row::new(system.name(), samples));
+        }
+        tables.push((w, rows));
+    }
+    if o.python {
+        match python_reference(o, &inputs) {
+            Ok(py) => {
+                for (w, rows) in &mut tables {
+                    if let Some(samples) = py.iter().find(|(pw, _)| pw == w).map(|(_, s)| s.clone()) {
+                        rows.push(report::Row::new("python webmesh 0.1.2", samples));
+                    }
+                }
+            }
+            Err(e) => eprintln!("(python reference skipped: {e})"),
+        }
+    }
+    for (w, rows) in &tables {
+        report::table(*w, rows, large_bytes, o.quick);
+    }
+    if !o.quick {
+        report::targets(&tables, large_bytes);
+    }
+    Ok(())
+}
+
+fn python_bin() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("WEBMESH_PYTHON") {
+        return Some(p.into());
+    }
+    let p = repo_root().join(".venv/bin/python");
+    p.exists().then_some(p)
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Python client against Python server, sequential small and large, `runs` times.
+fn python_reference(o: &Options, inputs: &Inputs) -> Result<Vec<(Workload, Vec<Sample>)>, String> {
+    let py = python_bin().ok_or("no .venv (run scripts/python-env.sh)")?;
+    let dir = std::env::temp_dir().join(format!("webmesh-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let data = dir.join("payloads.json");
+    let json = serde_json::json!({"small": inputs.small, "large": inputs.large});
+    std::fs::write(&data, serde_json::to_vec(&json).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    let pydir = repo_root().join("tests/python");
+    let mut seq = Vec::new();
+    let mut big = Vec::new();
+    for _ in 0..o.runs {
+        let mut cmd = Command::new(&py);
+        cmd.arg(pydir.join("serve.py")).arg("msgpack").current_dir(&pydir);
+        let server = ServerProcess::start(cmd)?;
+        let server_cpu = proc_stats::cpu_us(server.pid()).unwrap_or(0);
+        let mut client = Command::new(&py)
+            .arg(pydir.join("bench_client.py"))
+            .arg(server.port.to_string())
+            .arg(&data)
+            .arg(o.secs.to_string())
+            .current_dir(&pydir)
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let client_pid = client.id();
+        let mut lines = Vec::new();
+        let mut client_cpu = 0;
+        if let Some(out) = client.stdout.take() {
+            for line in BufReader::new(out).lines() {
+                let line = line.map_err(|e| e.to_string())?;
+                client_cpu = proc_stats::cpu_us(client_pid).unwrap_or(client_cpu);
+                lines.push(line);
+            }
+        }
+        let status = client.wait().map_err(|e| e.to_string())?;
+        if !status.success() {
+            return Err(format!("python bench client failed: {status}"));
+        }
+        let cpu_total = client_cpu + proc_stats::cpu_us(server.pid()).unwrap_or(0).saturating_sub(server_cpu);
+        let parsed: Vec<Sample> = lines
+            .iter()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                Some(Sample {
+                    ops: f.get(1)?.parse().ok()?,
+                    secs: f.get(2)?.parse().ok()?,
+                    latency_us: Some((f.get(3)?.parse().ok()?, f.get(4)?.parse().ok()?)),
+                    ..Sample::default()
+                })
+            })
+            .collect();
+        let [s, l] = parsed.as_slice() else {
+            return Err(format!("python bench client said {lines:?}"));
+        };
+        let total_ops = (s.ops + l.ops).max(1);
+        // CPU is only known for both payloads together: split it by time.
+        let share = |x: &Sample| {
+            let t = s.secs + l.secs;
+            (t > 0.0).then(|| cpu_total as f64 * (x.secs / t) / x.ops.max(1) as f64)
+        };
+        let _ = total_ops;
+        seq.push(Sample {
+            cpu_us_per_op: share(s),
+            ..s.clone()
+        });
+        big.push(Sample {
+            cpu_us_per_op: share(l),
+            latency_us: None,
+            ..l.clone()
+        });
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(vec![
+        (Workload::Sequential, seq),
+        (Workload::Large { conns: 1, per_conn: 64 }, big),
+    ])
+}

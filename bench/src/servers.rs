@@ -1,0 +1,123 @@
+//! The server side of each system, run in a child process (`webmesh-bench serve <kind>`).
+
+use std::io::BufRead;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::payload::{BenchRpcServer, RpcImpl};
+
+/// Frames up to 64 MiB everywhere, so the 64 KiB payloads fit every system.
+pub(crate) const MAX_MESSAGE: usize = 64 << 20;
+/// Above the 10,000 idle connections of that workload.
+pub(crate) const MAX_CONNECTIONS: usize = 20_000;
+
+/// Runs the server of `kind` on 127.0.0.1, prints `port N`, and serves until stdin closes.
+pub(crate) fn serve(kind: &str) -> Result<(), String> {
+    crate::proc_stats::raise_fd_limit();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let port = match kind {
+            "raw" => raw_echo().await,
+            "webmesh" => webmesh_server().await,
+            "jsonrpsee" => jsonrpsee_server().await,
+            other => Err(format!("unknown server kind {other:?}")),
+        }?;
+        #[allow(clippy::print_stdout)]
+        {
+            println!("port {port}");
+        }
+        // Serve until the harness closes our stdin.
+        tokio::task::spawn_blocking(|| {
+            let stdin = std::io::stdin();
+            for _ in stdin.lock().lines() {}
+        })
+        .await
+        .map_err(|e| e.to_string())
+    })
+}
+
+/// The transport limit: a tokio-tungstenite server that echoes every message, reading and
+/// writing on separate tasks, writes batched between flushes (as webmesh does).
+async fn raw_echo() -> Result<u16, String> {
+    let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = tcp.set_nodelay(true);
+                let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+                    .max_message_size(Some(MAX_MESSAGE))
+                    .max_frame_size(Some(MAX_MESSAGE));
+                let Ok(ws) = tokio_tungstenite::accept_async_with_config(tcp, Some(config)).await else {
+                    return;
+                };
+                let (mut sink, mut stream) = ws.split();
+                let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+                let writer = tokio::spawn(async move {
+                    let mut batch = Vec::with_capacity(64);
+                    while rx.recv_many(&mut batch, 64).await > 0 {
+                        for m in batch.drain(..) {
+                            if sink.feed(m).await.is_err() {
+                                return;
+                            }
+                        }
+                        if sink.flush().await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                while let Some(Ok(m)) = stream.next().await {
+                    if (m.is_binary() || m.is_text()) && tx.send(m).is_err() {
+                        break;
+                    }
+                }
+                drop(tx);
+                let _ = writer.await;
+            });
+        }
+    });
+    Ok(port)
+}
+
+/// webmesh-rs: the two `#[webmesh::route]` echo routes, for v1 (msgpack and JSON) and legacy peers.
+async fn webmesh_server() -> Result<u16, String> {
+    let limits = webmesh::codec::Limits::default()
+        .max_frame_size(MAX_MESSAGE)
+        .max_inflated_size(MAX_MESSAGE);
+    let server = webmesh::Server::builder()
+        .bind("127.0.0.1:0")
+        .limits(limits)
+        .max_connections(MAX_CONNECTIONS)
+        .build()
+        .await
+        .map_err(|e| e.to_string())?;
+    let port = server.local_addr().port();
+    server.spawn();
+    Ok(port)
+}
+
+/// jsonrpsee: its WebSocket server with the `#[rpc(server)]` impl.
+async fn jsonrpsee_server() -> Result<u16, String> {
+    let config = jsonrpsee::server::ServerConfig::builder()
+        .max_connections(MAX_CONNECTIONS as u32)
+        .max_request_body_size(MAX_MESSAGE as u32)
+        .max_response_body_size(MAX_MESSAGE as u32)
+        .ws_only()
+        .build();
+    let server = jsonrpsee::server::Server::builder()
+        .set_config(config)
+        .build("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let port = server.local_addr().map_err(|e| e.to_string())?.port();
+    let handle = server.start(RpcImpl.into_rpc());
+    // The handle stops the server when dropped: keep it for the process's life.
+    std::mem::forget(handle);
+    Ok(port)
+}
