@@ -1,10 +1,12 @@
 //! The client side of each system.
 
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use jsonrpsee::ws_client::{WsClient, WsClientBuilder};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
@@ -16,8 +18,10 @@ use crate::servers::MAX_MESSAGE;
 /// A system under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum System {
-    /// tokio-tungstenite binary echo of pre-encoded payloads: the transport limit.
+    /// tokio-tungstenite binary echo of pre-encoded payloads, one task per connection.
     Raw,
+    /// The same with separate reader and writer tasks per connection.
+    RawSplit,
     /// webmesh-rs between Rust peers, default codec (v1 framing, msgpack, compression over 1 KiB),
     /// through the generated stub.
     Webmesh,
@@ -30,8 +34,9 @@ pub(crate) enum System {
 }
 
 impl System {
-    pub(crate) const ALL: [System; 5] = [
+    pub(crate) const ALL: [System; 6] = [
         System::Raw,
+        System::RawSplit,
         System::Webmesh,
         System::WebmeshJson,
         System::WebmeshLegacy,
@@ -42,6 +47,7 @@ impl System {
     pub(crate) fn key(self) -> &'static str {
         match self {
             System::Raw => "raw",
+            System::RawSplit => "raw-split",
             System::Webmesh => "webmesh",
             System::WebmeshJson => "json",
             System::WebmeshLegacy => "legacy",
@@ -51,7 +57,8 @@ impl System {
 
     pub(crate) fn name(self) -> &'static str {
         match self {
-            System::Raw => "raw tokio-tungstenite echo",
+            System::Raw => "raw echo (one task)",
+            System::RawSplit => "raw echo (split tasks)",
             System::Webmesh => "webmesh-rs (msgpack, v1)",
             System::WebmeshJson => "webmesh-rs (json, v1)",
             System::WebmeshLegacy => "webmesh-rs (0.1.2 legacy)",
@@ -63,6 +70,7 @@ impl System {
     pub(crate) fn server_kind(self) -> &'static str {
         match self {
             System::Raw => "raw",
+            System::RawSplit => "raw-split",
             System::Webmesh | System::WebmeshJson | System::WebmeshLegacy => "webmesh",
             System::Jsonrpsee => "jsonrpsee",
         }
@@ -73,6 +81,7 @@ impl System {
 #[derive(Clone)]
 pub(crate) enum Conn {
     Raw(Arc<RawClient>),
+    RawSplit(Arc<RawSplitClient>),
     Webmesh(webmesh::Client),
     Jsonrpsee(Arc<WsClient>),
 }
@@ -98,6 +107,7 @@ impl Conn {
         };
         Ok(match system {
             System::Raw => Conn::Raw(Arc::new(RawClient::connect(&url).await?)),
+            System::RawSplit => Conn::RawSplit(Arc::new(RawSplitClient::connect(&url).await?)),
             System::Webmesh => Conn::Webmesh(
                 wm(AnyCodec::MSGPACK, webmesh::Protocol::V1)
                     .connect(&url)
@@ -131,7 +141,11 @@ impl Conn {
     pub(crate) async fn small(&self, p: &Small, raw: &RawPayloads) -> Result<(), String> {
         match self {
             Conn::Raw(c) => c.echo(raw.small.clone()).await.map(drop),
-            Conn::Webmesh(c) => echo_small::call(c, p.clone()).await.map(drop).map_err(|e| e.to_string()),
+            Conn::RawSplit(c) => c.echo(raw.small.clone()).await.map(drop),
+            Conn::Webmesh(c) => echo_small::call(c, p.clone())
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
             Conn::Jsonrpsee(c) => c.small(p.clone()).await.map(drop).map_err(|e| e.to_string()),
         }
     }
@@ -139,22 +153,35 @@ impl Conn {
     pub(crate) async fn large(&self, p: &Large, raw: &RawPayloads) -> Result<(), String> {
         match self {
             Conn::Raw(c) => c.echo(raw.large.clone()).await.map(drop),
-            Conn::Webmesh(c) => echo_large::call(c, p.clone()).await.map(drop).map_err(|e| e.to_string()),
+            Conn::RawSplit(c) => c.echo(raw.large.clone()).await.map(drop),
+            Conn::Webmesh(c) => echo_large::call(c, p.clone())
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
             Conn::Jsonrpsee(c) => c.large(p.clone()).await.map(drop).map_err(|e| e.to_string()),
         }
     }
 
     pub(crate) async fn close(self) {
         match self {
-            Conn::Raw(_) | Conn::Jsonrpsee(_) => {}
+            Conn::Raw(_) | Conn::RawSplit(_) | Conn::Jsonrpsee(_) => {}
             Conn::Webmesh(c) => c.close().await,
         }
     }
 }
 
-/// A pipelining raw WebSocket client: the echo answers in order, so replies pair with a FIFO.
+/// The raw WebSocket settings: as webmesh's (4 KiB reads), with room for the large payload.
+pub(crate) fn raw_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE))
+}
+
+/// A pipelining raw WebSocket client: one task owns the socket (as webmesh's client driver does);
+/// callers hand it their message and a oneshot; the echo answers in order, so a FIFO pairs them.
 pub(crate) struct RawClient {
-    send: Mutex<(mpsc::UnboundedSender<Message>, Arc<Mutex<VecDeque<oneshot::Sender<Bytes>>>>)>,
+    tx: mpsc::UnboundedSender<(Bytes, oneshot::Sender<Bytes>)>,
 }
 
 impl RawClient {
@@ -163,15 +190,96 @@ impl RawClient {
             .await
             .map_err(|e| e.to_string())?;
         let _ = tcp.set_nodelay(true);
-        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-            .max_message_size(Some(MAX_MESSAGE))
-            .max_frame_size(Some(MAX_MESSAGE));
-        let (ws, _) = tokio_tungstenite::client_async_with_config(url, tcp, Some(config))
+        let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, tcp, Some(raw_config()))
+            .await
+            .map_err(|e| e.to_string())?;
+        let (tx, mut rx) = mpsc::unbounded_channel::<(Bytes, oneshot::Sender<Bytes>)>();
+        tokio::spawn(async move {
+            let mut waiting: VecDeque<oneshot::Sender<Bytes>> = VecDeque::new();
+            let mut out: VecDeque<Message> = VecDeque::new();
+            let mut unflushed = false;
+            std::future::poll_fn(|cx| loop {
+                let mut progress = false;
+                while out.len() < 256 {
+                    match rx.poll_recv(cx) {
+                        Poll::Ready(Some((b, w))) => {
+                            waiting.push_back(w);
+                            out.push_back(Message::Binary(b));
+                            progress = true;
+                        }
+                        Poll::Ready(None) => return Poll::Ready(()),
+                        Poll::Pending => break,
+                    }
+                }
+                while !out.is_empty() {
+                    match Pin::new(&mut ws).poll_ready(cx) {
+                        Poll::Ready(Ok(())) => {
+                            let m = out.pop_front().expect("not empty");
+                            if Pin::new(&mut ws).start_send(m).is_err() {
+                                return Poll::Ready(());
+                            }
+                            unflushed = true;
+                            progress = true;
+                        }
+                        Poll::Ready(Err(_)) => return Poll::Ready(()),
+                        Poll::Pending => break,
+                    }
+                }
+                match Pin::new(&mut ws).poll_next(cx) {
+                    Poll::Ready(Some(Ok(Message::Binary(b)))) => {
+                        if let Some(w) = waiting.pop_front() {
+                            let _ = w.send(b);
+                        }
+                        progress = true;
+                    }
+                    Poll::Ready(Some(Ok(_))) => progress = true,
+                    Poll::Ready(_) => return Poll::Ready(()),
+                    Poll::Pending => {}
+                }
+                if !progress {
+                    if unflushed {
+                        match Pin::new(&mut ws).poll_flush(cx) {
+                            Poll::Ready(Ok(())) => unflushed = false,
+                            Poll::Ready(Err(_)) => return Poll::Ready(()),
+                            Poll::Pending => {}
+                        }
+                    }
+                    return Poll::Pending;
+                }
+            })
+            .await;
+        });
+        Ok(RawClient { tx })
+    }
+
+    async fn echo(&self, payload: Bytes) -> Result<Bytes, String> {
+        let (w, rx) = oneshot::channel();
+        self.tx.send((payload, w)).map_err(|_| "raw connection closed")?;
+        rx.await.map_err(|_| "raw connection closed".to_owned())
+    }
+}
+
+/// A pipelining raw WebSocket client with separate reader and writer tasks; the echo answers in
+/// order, so replies pair with a FIFO.
+/// Answers waiting, oldest first.
+type Fifo = Arc<Mutex<VecDeque<oneshot::Sender<Bytes>>>>;
+
+pub(crate) struct RawSplitClient {
+    send: Mutex<(mpsc::UnboundedSender<Message>, Fifo)>,
+}
+
+impl RawSplitClient {
+    async fn connect(url: &str) -> Result<RawSplitClient, String> {
+        let tcp = tokio::net::TcpStream::connect(url.trim_start_matches("ws://"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = tcp.set_nodelay(true);
+        let (ws, _) = tokio_tungstenite::client_async_with_config(url, tcp, Some(raw_config()))
             .await
             .map_err(|e| e.to_string())?;
         let (mut sink, mut stream) = ws.split();
         let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
-        let waiting: Arc<Mutex<VecDeque<oneshot::Sender<Bytes>>>> = Arc::default();
+        let waiting: Fifo = Arc::default();
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(64);
             while rx.recv_many(&mut batch, 64).await > 0 {
@@ -194,7 +302,7 @@ impl RawClient {
                 }
             }
         });
-        Ok(RawClient {
+        Ok(RawSplitClient {
             send: Mutex::new((tx, waiting)),
         })
     }
@@ -205,7 +313,10 @@ impl RawClient {
             // Queue and send under one lock, so the FIFO order is the wire order.
             let guard = self.send.lock().map_err(|_| "poisoned")?;
             guard.1.lock().map_err(|_| "poisoned")?.push_back(tx);
-            guard.0.send(Message::Binary(payload)).map_err(|_| "raw connection closed")?;
+            guard
+                .0
+                .send(Message::Binary(payload))
+                .map_err(|_| "raw connection closed")?;
         }
         rx.await.map_err(|_| "raw connection closed".to_owned())
     }

@@ -126,7 +126,9 @@ impl ServerProcess {
             .map_err(|e| format!("spawn server: {e}"))?;
         let mut line = String::new();
         let out = child.stdout.as_mut().ok_or("no server stdout")?;
-        BufReader::new(out).read_line(&mut line).map_err(|e| e.to_string())?;
+        BufReader::new(out)
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
         let port = line
             .strip_prefix("port ")
             .and_then(|p| p.trim().parse().ok())
@@ -176,9 +178,18 @@ async fn orchestrate(o: &Options) -> Result<(), String> {
     };
     let workloads = [
         Workload::Sequential,
-        Workload::InFlight { conns: 1, per_conn: 64 },
-        Workload::InFlight { conns: 16, per_conn: 16 },
-        Workload::Large { conns: 1, per_conn: 64 },
+        Workload::InFlight {
+            conns: 1,
+            per_conn: 64,
+        },
+        Workload::InFlight {
+            conns: 16,
+            per_conn: 16,
+        },
+        Workload::Large {
+            conns: 1,
+            per_conn: 64,
+        },
         Workload::Idle { conns: o.idle },
     ];
     println!("# webmesh-rs benchmark");
@@ -257,7 +268,8 @@ fn python_reference(o: &Options, inputs: &Inputs) -> Result<Vec<(Workload, Vec<S
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let data = dir.join("payloads.json");
     let json = serde_json::json!({"small": inputs.small, "large": inputs.large});
-    std::fs::write(&data, serde_json::to_vec(&json).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    std::fs::write(&data, serde_json::to_vec(&json).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
     let pydir = repo_root().join("tests/python");
     let mut seq = Vec::new();
     let mut big = Vec::new();
@@ -289,7 +301,10 @@ fn python_reference(o: &Options, inputs: &Inputs) -> Result<Vec<(Workload, Vec<S
         if !status.success() {
             return Err(format!("python bench client failed: {status}"));
         }
-        let cpu_total = client_cpu + proc_stats::cpu_us(server.pid()).unwrap_or(0).saturating_sub(server_cpu);
+        let cpu_total = client_cpu
+            + proc_stats::cpu_us(server.pid())
+                .unwrap_or(0)
+                .saturating_sub(server_cpu);
         let parsed: Vec<Sample> = lines
             .iter()
             .filter_map(|l| {
@@ -325,6 +340,12 @@ fn python_reference(o: &Options, inputs: &Inputs) -> Result<Vec<(Workload, Vec<S
     let _ = std::fs::remove_dir_all(&dir);
     Ok(vec![
         (Workload::Sequential, seq),
-        (Workload::Large { conns: 1, per_conn: 64 }, big),
+        (
+            Workload::Large {
+                conns: 1,
+                per_conn: 64,
+            },
+            big,
+        ),
     ])
 }

@@ -46,7 +46,12 @@ pub(crate) fn large() -> Large {
             ts: 1_764_000_000_000 + i * 137,
             level: levels[(i % 6) as usize].into(),
             service: services[(i % 5) as usize].into(),
-            message: format!("request {} handled in {} ms for user {}", i * 7919 % 100_000, i % 250, i % 1000),
+            message: format!(
+                "request {} handled in {} ms for user {}",
+                i * 7919 % 100_000,
+                i % 250,
+                i % 1000
+            ),
             latency_ms: (i % 250) as f64 + 0.25,
             tags: vec![format!("region-{}", i % 4), "v2".into()],
         };

@@ -2,7 +2,11 @@
 
 use std::io::BufRead;
 
-use futures_util::{SinkExt, StreamExt};
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::Poll;
+
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -24,6 +28,7 @@ pub(crate) fn serve(kind: &str) -> Result<(), String> {
     rt.block_on(async {
         let port = match kind {
             "raw" => raw_echo().await,
+            "raw-split" => raw_echo_split().await,
             "webmesh" => webmesh_server().await,
             "jsonrpsee" => jsonrpsee_server().await,
             other => Err(format!("unknown server kind {other:?}")),
@@ -42,18 +47,82 @@ pub(crate) fn serve(kind: &str) -> Result<(), String> {
     })
 }
 
-/// The transport limit: a tokio-tungstenite server that echoes every message, reading and
-/// writing on separate tasks, writes batched between flushes (as webmesh does).
+/// A transport limit: a tokio-tungstenite server that echoes every message. One task per
+/// connection reads everything available, queues the echoes, and flushes once (the same batching
+/// webmesh's driver does, without any decoding or dispatch).
 async fn raw_echo() -> Result<u16, String> {
-    let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             tokio::spawn(async move {
                 let _ = tcp.set_nodelay(true);
-                let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-                    .max_message_size(Some(MAX_MESSAGE))
-                    .max_frame_size(Some(MAX_MESSAGE));
+                let config = crate::clients::raw_config();
+                let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(tcp, Some(config)).await else {
+                    return;
+                };
+                let mut out: VecDeque<Message> = VecDeque::new();
+                let mut unflushed = false;
+                let _ = std::future::poll_fn(|cx| loop {
+                    let mut progress = false;
+                    while !out.is_empty() {
+                        match Pin::new(&mut ws).poll_ready(cx) {
+                            Poll::Ready(Ok(())) => {
+                                let m = out.pop_front().expect("not empty");
+                                if Pin::new(&mut ws).start_send(m).is_err() {
+                                    return Poll::Ready(());
+                                }
+                                unflushed = true;
+                                progress = true;
+                            }
+                            Poll::Ready(Err(_)) => return Poll::Ready(()),
+                            Poll::Pending => break,
+                        }
+                    }
+                    if out.len() < 256 {
+                        match Pin::new(&mut ws).poll_next(cx) {
+                            Poll::Ready(Some(Ok(m))) => {
+                                if m.is_binary() || m.is_text() {
+                                    out.push_back(m);
+                                }
+                                progress = true;
+                            }
+                            Poll::Ready(_) => return Poll::Ready(()),
+                            Poll::Pending => {}
+                        }
+                    }
+                    if !progress {
+                        if unflushed {
+                            match Pin::new(&mut ws).poll_flush(cx) {
+                                Poll::Ready(Ok(())) => unflushed = false,
+                                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                                Poll::Pending => {}
+                            }
+                        }
+                        return Poll::Pending;
+                    }
+                })
+                .await;
+            });
+        }
+    });
+    Ok(port)
+}
+
+/// A transport limit: a tokio-tungstenite server that echoes every message, reading and writing
+/// on separate tasks (read and write syscalls run in parallel), writes batched between flushes.
+async fn raw_echo_split() -> Result<u16, String> {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = tcp.set_nodelay(true);
+                let config = crate::clients::raw_config();
                 let Ok(ws) = tokio_tungstenite::accept_async_with_config(tcp, Some(config)).await else {
                     return;
                 };

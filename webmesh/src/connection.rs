@@ -12,7 +12,9 @@ use tokio::sync::{mpsc, Notify};
 use webmesh_codec::{FrameEncoder, Framing};
 
 use crate::error::{Error, Result};
-use crate::transport::{close, Outbound};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::transport::{close, to_message};
 
 /// A connected peer, as a handler or hook sees it. Cheap to clone; every clone is the same
 /// connection.
@@ -55,7 +57,7 @@ struct Inner {
     path: String,
     headers: Vec<(String, String)>,
     encoder: FrameEncoder,
-    tx: mpsc::Sender<Outbound>,
+    tx: mpsc::Sender<Message>,
     state: Extensions,
     closing: Notify,
     close_reason: Mutex<Option<(u16, String)>>,
@@ -72,7 +74,7 @@ pub(crate) struct Accepted {
 }
 
 impl Connection {
-    pub(crate) fn new(a: Accepted, tx: mpsc::Sender<Outbound>) -> Self {
+    pub(crate) fn new(a: Accepted, tx: mpsc::Sender<Message>) -> Self {
         Connection {
             inner: Arc::new(Inner {
                 id: a.id,
@@ -145,7 +147,7 @@ impl Connection {
         let msg = self.inner.encoder.notify(path, value)?;
         self.inner
             .tx
-            .send(msg.into())
+            .send(to_message(msg))
             .await
             .map_err(|_| Error::Closed("connection is closed".into()))
     }
@@ -154,7 +156,7 @@ impl Connection {
     /// outbound queue is full.
     pub fn try_push<T: Serialize + ?Sized>(&self, path: &str, value: &T) -> Result<()> {
         let msg = self.inner.encoder.notify(path, value)?;
-        self.inner.tx.try_send(msg.into()).map_err(|e| match e {
+        self.inner.tx.try_send(to_message(msg)).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => Error::Backpressure,
             mpsc::error::TrySendError::Closed(_) => Error::Closed("connection is closed".into()),
         })
@@ -201,10 +203,6 @@ impl Connection {
 
     pub(crate) fn encoder(&self) -> &FrameEncoder {
         &self.inner.encoder
-    }
-
-    pub(crate) fn sender(&self) -> &mpsc::Sender<Outbound> {
-        &self.inner.tx
     }
 }
 

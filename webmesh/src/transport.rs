@@ -1,12 +1,10 @@
-//! What server and client connections share: WebSocket settings, message conversion, the writer
-//! task.
+//! What server and client connections share: WebSocket settings, message conversion, close
+//! codes.
 
 use bytes::Bytes;
-use futures_util::{Sink, SinkExt};
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::tungstenite::Message;
 use webmesh_codec::{FrameType, Limits, WireMessage};
 
 /// Close codes webmesh sends (RFC 6455 §7.4.1).
@@ -19,28 +17,12 @@ pub(crate) mod close {
     pub(crate) const PROTOCOL: u16 = 1002;
     /// Unsupported data: a TEXT frame on a v1 connection, BINARY on a legacy one.
     pub(crate) const UNSUPPORTED: u16 = 1003;
+    /// Message too big: over the frame size limit.
+    pub(crate) const TOO_BIG: u16 = 1009;
 }
 
 /// Default length of a connection's outbound queue, in messages.
 pub(crate) const DEFAULT_OUTBOUND_QUEUE: usize = 1024;
-
-/// Most messages the writer takes from its queue before it flushes the socket.
-const WRITE_BATCH: usize = 64;
-
-/// What a connection's writer task is asked to do.
-#[derive(Debug)]
-pub(crate) enum Outbound {
-    /// Send this message.
-    Message(Message),
-    /// Send a close frame and stop.
-    Close(u16, String),
-}
-
-impl From<WireMessage> for Outbound {
-    fn from(m: WireMessage) -> Self {
-        Outbound::Message(to_message(m))
-    }
-}
 
 pub(crate) fn to_message(m: WireMessage) -> Message {
     match m {
@@ -58,10 +40,17 @@ pub(crate) fn data_of(m: Message) -> Option<(FrameType, Bytes)> {
     }
 }
 
+/// Bytes tungstenite reads per system call.
+pub(crate) const READ_BUFFER: usize = 4 * 1024;
+
 /// The WebSocket settings for `limits`: tungstenite refuses a frame or message over
 /// `max_frame_size` from its header, before buffering it.
 pub(crate) fn ws_config(limits: &Limits) -> WebSocketConfig {
     WebSocketConfig::default()
+        // tungstenite zero-fills its read buffer before each read: 128 KiB (its default) per read
+        // and per idle connection. 4 KiB costs a few more reads for a large message (it grows to
+        // fit a frame) and keeps idle connections small.
+        .read_buffer_size(READ_BUFFER)
         .max_message_size(Some(limits.max_frame_size))
         .max_frame_size(Some(limits.max_frame_size))
         // Bounded: a peer that stops reading fills this and then the outbound queue, and is then
@@ -78,35 +67,5 @@ pub(crate) fn close_frame(code: u16, reason: &str) -> CloseFrame {
     CloseFrame {
         code: CloseCode::from(code),
         reason: reason[..end].into(),
-    }
-}
-
-/// Drains `rx` into `sink`, batching writes between flushes, until the queue closes or a close
-/// is asked for. Returns the reason it stopped, for logs.
-pub(crate) async fn write_loop<S>(
-    mut sink: S,
-    mut rx: mpsc::Receiver<Outbound>,
-) -> Result<(), tungstenite::Error>
-where
-    S: Sink<Message, Error = tungstenite::Error> + Unpin,
-{
-    let mut batch = Vec::with_capacity(WRITE_BATCH);
-    loop {
-        if rx.recv_many(&mut batch, WRITE_BATCH).await == 0 {
-            // Every sender is gone: the connection is over.
-            let _ = sink.close().await;
-            return Ok(());
-        }
-        for item in batch.drain(..) {
-            match item {
-                Outbound::Message(m) => sink.feed(m).await?,
-                Outbound::Close(code, reason) => {
-                    let _ = sink.send(Message::Close(Some(close_frame(code, &reason)))).await;
-                    let _ = sink.close().await;
-                    return Ok(());
-                }
-            }
-        }
-        sink.flush().await?;
     }
 }

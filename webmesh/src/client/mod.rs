@@ -2,31 +2,33 @@
 //! (legacy).
 
 mod blocking;
+mod driver;
 mod handshake;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use webmesh_codec::{
-    code, decode_frame, parse_subprotocol, subprotocol, AnyCodec, Compression, Frame, FrameEncoder, Framing,
-    Kind, Limits, WireMessage,
+    code, parse_subprotocol, subprotocol, AnyCodec, Compression, Frame, FrameEncoder, Framing, Kind, Limits,
+    WireMessage,
 };
 
 pub use blocking::{BlockingClient, CallHandle};
 
 use crate::error::{CallError, Error, Result};
 use crate::route::Route;
-use crate::transport::{self, close, Outbound};
+use crate::transport::{self, close};
+use driver::Command;
 
 /// Default [`ClientBuilder::timeout`].
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -205,30 +207,26 @@ impl ClientBuilder {
         };
         let config = transport::ws_config(&self.limits);
         let ws = WebSocketStream::from_partially_read(tcp, up.leftover, Role::Client, Some(config)).await;
-        let (sink, stream) = ws.split();
-        let (tx, rx) = mpsc::channel(self.outbound_queue);
+        let (cmd, rx) = mpsc::channel(self.outbound_queue);
         let (closed_tx, closed_rx) = watch::channel(None);
-        let core = Arc::new(Core {
+        let shared = Arc::new(Shared {
             encoder: FrameEncoder::new(framing, self.codec, self.compression),
-            tx,
             limits: self.limits,
-            pending: Mutex::new(Pending::default()),
             legacy_locks: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             closed: closed_rx,
             push: self.push,
             url: url.to_owned(),
         });
-        tokio::spawn(transport::write_loop(sink, rx));
-        tokio::spawn(read_loop(stream, core.clone(), closed_tx));
+        tokio::spawn(driver::Driver::new(ws, shared.clone(), rx).run(closed_tx));
         tracing::debug!(
             url,
             framing = framing.name(),
-            codec = core.encoder.codec().name(),
+            codec = shared.encoder.codec().name(),
             "connected"
         );
         Ok(Client {
-            inner: Arc::new(Handle { core }),
+            inner: Arc::new(Handle { cmd, shared }),
             timeout: self.timeout,
         })
     }
@@ -243,24 +241,11 @@ impl ClientBuilder {
     }
 }
 
-/// Where a call's answer goes.
-type Waiter = oneshot::Sender<Result<Frame>>;
-
-/// Calls waiting for their reply.
-#[derive(Default)]
-struct Pending {
-    /// v1: by correlation id.
-    by_id: HashMap<u64, Waiter>,
-    /// legacy: by path, oldest first.
-    by_path: HashMap<String, VecDeque<(u64, Waiter)>>,
-}
-
-/// The part of a client its reader task shares.
-struct Core {
+/// What a client's handles and its driver task share.
+struct Shared {
     encoder: FrameEncoder,
-    tx: mpsc::Sender<Outbound>,
     limits: Limits,
-    pending: Mutex<Pending>,
+    /// Legacy framing: one call per path at a time.
     legacy_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     next_id: AtomicU64,
     /// `Some(reason)` once the connection is over.
@@ -269,28 +254,17 @@ struct Core {
     url: String,
 }
 
-impl Core {
-    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
+impl Shared {
     fn closed_error(&self) -> Option<Error> {
         self.closed.borrow().as_ref().map(|r| Error::Closed(r.clone()))
     }
 }
 
-/// The user-facing half; when the last clone goes, the connection closes.
+/// The user-facing half. The driver task ends (closing the connection) once the last clone, and
+/// with it the command channel, is gone.
 struct Handle {
-    core: Arc<Core>,
-}
-
-impl Drop for Handle {
-    fn drop(&mut self) {
-        let _ = self
-            .core
-            .tx
-            .try_send(Outbound::Close(close::NORMAL, "client closed".into()));
-    }
+    cmd: mpsc::Sender<Command>,
+    shared: Arc<Shared>,
 }
 
 /// A connection to a webmesh server. Cheap to clone: clones share the connection, and many calls
@@ -315,41 +289,34 @@ pub struct Client {
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("url", &self.inner.core.url)
+            .field("url", &self.inner.shared.url)
             .field("framing", &self.framing())
-            .field("codec", &self.inner.core.encoder.codec().name())
+            .field("codec", &self.inner.shared.encoder.codec().name())
             .finish()
     }
 }
 
-/// Removes a call from the pending table if its future is dropped before the reply, and tells a
-/// v1 server it may stop (CANCEL).
-struct PendingGuard<'a> {
-    core: &'a Core,
+/// Tells the driver to forget a call whose future is dropped before its answer (timeout or
+/// cancellation), and a v1 server that it may stop (CANCEL).
+struct ForgetGuard<'a> {
+    handle: &'a Handle,
     id: u64,
     path: Option<&'a str>,
     armed: bool,
 }
 
-impl Drop for PendingGuard<'_> {
+impl Drop for ForgetGuard<'_> {
     fn drop(&mut self) {
         if !self.armed {
             return;
         }
-        let mut p = self.core.pending();
-        match self.path {
-            None => {
-                if p.by_id.remove(&self.id).is_some() {
-                    if let Some(cancel) = self.core.encoder.cancel(self.id) {
-                        let _ = self.core.tx.try_send(cancel.into());
-                    }
-                }
-            }
-            Some(path) => {
-                if let Some(q) = p.by_path.get_mut(path) {
-                    q.retain(|(id, _)| *id != self.id);
-                }
-            }
+        let h = self.handle;
+        let _ = h.cmd.try_send(Command::Forget {
+            id: self.id,
+            path: self.path.map(str::to_owned),
+        });
+        if let Some(cancel) = h.shared.encoder.cancel(self.id) {
+            let _ = h.cmd.try_send(Command::Send(transport::to_message(cancel)));
         }
     }
 }
@@ -372,7 +339,7 @@ impl Client {
     /// The framing agreed with the server: [`Framing::V1`] with webmesh-rs, [`Framing::Legacy`]
     /// with a 0.1.2 server.
     pub fn framing(&self) -> Framing {
-        self.inner.core.encoder.framing()
+        self.inner.shared.encoder.framing()
     }
 
     /// The same client with another default call timeout.
@@ -386,7 +353,7 @@ impl Client {
 
     /// True once the connection is over.
     pub fn is_closed(&self) -> bool {
-        self.inner.core.closed.borrow().is_some()
+        self.inner.shared.closed.borrow().is_some()
     }
 
     /// Calls route `R` and waits for its typed reply, up to the client's timeout.
@@ -472,65 +439,71 @@ impl Client {
     /// Closes the connection and waits (briefly) for the server's close answer. Calls still in
     /// flight fail with [`Error::Closed`].
     pub async fn close(&self) {
-        let core = &self.inner.core;
-        let _ = core
-            .tx
-            .send(Outbound::Close(close::NORMAL, "client closed".into()))
+        let h = &self.inner;
+        let _ = h
+            .cmd
+            .send(Command::Close(close::NORMAL, "client closed".into()))
             .await;
-        let mut closed = core.closed.clone();
-        let _ = tokio::time::timeout(Duration::from_secs(2), closed.wait_for(Option::is_some)).await;
+        let mut closed = h.shared.closed.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(3), closed.wait_for(Option::is_some)).await;
     }
 
     fn start_emit(&self, path: &str, request: &(impl Serialize + ?Sized)) -> Result<WireMessage> {
-        let core = &self.inner.core;
-        if let Some(e) = core.closed_error() {
+        let shared = &self.inner.shared;
+        if let Some(e) = shared.closed_error() {
             return Err(e);
         }
-        Ok(core.encoder.notify(path, request)?)
+        Ok(shared.encoder.notify(path, request)?)
     }
 
     async fn send(&self, msg: WireMessage) -> Result<()> {
-        let core = &self.inner.core;
-        core.tx.send(msg.into()).await.map_err(|_| closed(core))
+        let h = &self.inner;
+        h.cmd
+            .send(Command::Send(transport::to_message(msg)))
+            .await
+            .map_err(|_| closed(&h.shared))
     }
 
     /// Encodes a call (synchronously: the caller's value is not held across an await).
     fn start_call(&self, path: &str, request: &(impl Serialize + ?Sized)) -> Result<Started> {
-        let core = &self.inner.core;
-        if let Some(e) = core.closed_error() {
+        let shared = &self.inner.shared;
+        if let Some(e) = shared.closed_error() {
             return Err(e);
         }
-        let id = core.next_id.fetch_add(1, Ordering::Relaxed);
-        let msg = core.encoder.call(id, path, request)?;
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let msg = shared.encoder.call(id, path, request)?;
         Ok(Started {
             id,
             path: path.to_owned(),
-            msg,
+            msg: transport::to_message(msg),
         })
     }
 
-    /// Sends an encoded call and waits for the frame that answers it.
+    /// Hands an encoded call to the driver and waits for the frame that answers it.
     async fn finish_call(&self, started: Started, timeout: Option<Duration>) -> Result<Frame> {
-        let core = &self.inner.core;
+        let h = &*self.inner;
         let Started { id, path, msg } = started;
-        match core.encoder.framing() {
+        let (waiter, rx) = oneshot::channel();
+        match h.shared.encoder.framing() {
             Framing::V1 => {
-                let (tx, rx) = oneshot::channel();
-                core.pending().by_id.insert(id, tx);
-                let mut guard = PendingGuard {
-                    core,
+                h.cmd
+                    .send(Command::Call { id, msg, waiter })
+                    .await
+                    .map_err(|_| closed(&h.shared))?;
+                let mut guard = ForgetGuard {
+                    handle: h,
                     id,
                     path: None,
                     armed: true,
                 };
-                core.tx.send(msg.into()).await.map_err(|_| closed(core))?;
-                let out = wait(rx, timeout, core).await;
+                let out = wait(rx, timeout, &h.shared).await;
                 guard.armed = matches!(out, Err(Error::Timeout(_)));
                 out
             }
             Framing::Legacy => {
-                // No ids: one call per path at a time, replies matched by path in order.
-                let lock = core
+                // No ids: one call per path at a time, answers matched by path in order.
+                let lock = h
+                    .shared
                     .legacy_locks
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -538,20 +511,22 @@ impl Client {
                     .or_default()
                     .clone();
                 let _turn = lock.lock().await;
-                let (tx, rx) = oneshot::channel();
-                core.pending()
-                    .by_path
-                    .entry(path.clone())
-                    .or_default()
-                    .push_back((id, tx));
-                let mut guard = PendingGuard {
-                    core,
+                h.cmd
+                    .send(Command::LegacyCall {
+                        id,
+                        path: path.clone(),
+                        msg,
+                        waiter,
+                    })
+                    .await
+                    .map_err(|_| closed(&h.shared))?;
+                let mut guard = ForgetGuard {
+                    handle: h,
                     id,
                     path: Some(&path),
                     armed: true,
                 };
-                core.tx.send(msg.into()).await.map_err(|_| closed(core))?;
-                let out = wait(rx, timeout, core).await;
+                let out = wait(rx, timeout, &h.shared).await;
                 guard.armed = matches!(out, Err(Error::Timeout(_)));
                 out
             }
@@ -559,24 +534,29 @@ impl Client {
     }
 }
 
-/// An encoded call, not yet sent.
+/// An encoded call, not yet handed to the driver.
 struct Started {
     id: u64,
     path: String,
-    msg: WireMessage,
+    msg: Message,
 }
 
-fn closed(core: &Core) -> Error {
-    core.closed_error()
+fn closed(shared: &Shared) -> Error {
+    shared
+        .closed_error()
         .unwrap_or_else(|| Error::Closed("connection is closed".into()))
 }
 
-async fn wait(rx: oneshot::Receiver<Result<Frame>>, timeout: Option<Duration>, core: &Core) -> Result<Frame> {
+async fn wait(
+    rx: oneshot::Receiver<Result<Frame>>,
+    timeout: Option<Duration>,
+    shared: &Shared,
+) -> Result<Frame> {
     let got = match timeout {
         Some(d) => tokio::time::timeout(d, rx).await.map_err(|_| Error::Timeout(d))?,
         None => rx.await,
     };
-    got.unwrap_or_else(|_| Err(closed(core)))
+    got.unwrap_or_else(|_| Err(closed(shared)))
 }
 
 /// Turns an answer frame into the typed outcome.
@@ -610,118 +590,5 @@ fn decode_reply<T: DeserializeOwned, E: DeserializeOwned>(frame: &Frame) -> Resu
             }
             Err(e) => Err(CallError::Rpc(Error::Codec(e))),
         },
-    }
-}
-
-async fn read_loop<S>(mut stream: S, core: Arc<Core>, closed: watch::Sender<Option<String>>)
-where
-    S: futures_util::Stream<
-            Item = Result<tokio_tungstenite::tungstenite::Message, tokio_tungstenite::tungstenite::Error>,
-        > + Unpin,
-{
-    let reason = loop {
-        let msg = match stream.next().await {
-            None => break "connection closed".to_owned(),
-            Some(Err(e)) => break format!("connection lost: {e}"),
-            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame))) => {
-                break match frame {
-                    Some(f) if !f.reason.is_empty() => format!("closed by server: {}", f.reason),
-                    _ => "closed by server".to_owned(),
-                }
-            }
-            Some(Ok(m)) => m,
-        };
-        let Some((frame_type, bytes)) = transport::data_of(msg) else {
-            continue;
-        };
-        let frame = match decode_frame(
-            core.encoder.framing(),
-            core.encoder.codec(),
-            &core.limits,
-            frame_type,
-            bytes,
-        ) {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::warn!(error = %e, "undecodable frame from the server");
-                continue;
-            }
-        };
-        dispatch(&core, frame).await;
-    };
-    tracing::debug!(url = %core.url, %reason, "disconnected");
-    closed.send_replace(Some(reason.clone()));
-    let mut p = core.pending();
-    for (_, tx) in p.by_id.drain() {
-        let _ = tx.send(Err(Error::Closed(reason.clone())));
-    }
-    for (_, q) in p.by_path.drain() {
-        for (_, tx) in q {
-            let _ = tx.send(Err(Error::Closed(reason.clone())));
-        }
-    }
-}
-
-async fn dispatch(core: &Core, frame: Frame) {
-    match frame.kind() {
-        Kind::Reply | Kind::Error => {
-            let waiter = core.pending().by_id.remove(&frame.id());
-            match waiter {
-                Some(tx) => {
-                    let _ = tx.send(Ok(frame));
-                }
-                None => tracing::debug!(id = frame.id(), "reply to a call no longer waited for"),
-            }
-        }
-        Kind::Legacy => {
-            let waiter = {
-                let mut p = core.pending();
-                let waiter = p.by_path.get_mut(frame.path()).and_then(VecDeque::pop_front);
-                if p.by_path.get(frame.path()).is_some_and(VecDeque::is_empty) {
-                    p.by_path.remove(frame.path());
-                }
-                waiter
-            };
-            match waiter {
-                Some((_, tx)) => {
-                    let _ = tx.send(Ok(frame));
-                }
-                None => push(core, &frame),
-            }
-        }
-        Kind::Notify => push(core, &frame),
-        Kind::Call => {
-            let msg = core
-                .encoder
-                .error_plain(frame.id(), code::NOT_FOUND, "this client serves no routes");
-            if let Ok(Some(m)) = msg {
-                let _ = core.tx.send(m.into()).await;
-            }
-        }
-        Kind::Cancel => {}
-        _ => {
-            if frame.id() != 0 {
-                if let Ok(Some(m)) =
-                    core.encoder
-                        .error_plain(frame.id(), code::UNSUPPORTED, "unsupported frame kind")
-                {
-                    let _ = core.tx.send(m.into()).await;
-                }
-            }
-        }
-    }
-}
-
-fn push(core: &Core, frame: &Frame) {
-    match core.push.get(frame.path()) {
-        Some(handler) => {
-            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(frame))).is_err() {
-                tracing::error!(path = frame.path(), "push handler panicked");
-            }
-        }
-        None => tracing::debug!(
-            path = frame.path(),
-            "message with no waiting call and no push handler: dropped"
-        ),
     }
 }

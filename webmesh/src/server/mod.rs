@@ -1,6 +1,7 @@
 //! The server: serves routes to webmesh-rs and Python webmesh 0.1.2 peers.
 
 mod conn;
+mod driver;
 mod handler;
 
 use std::net::SocketAddr;
@@ -16,7 +17,7 @@ use webmesh_codec::{AnyCodec, Compression, Limits};
 use crate::connection::Connection;
 use crate::error::Result;
 
-pub(crate) use handler::{Dispatch, ReplyTo, Router};
+pub(crate) use handler::Router;
 pub use handler::{FallibleHandler, Handler, RouteEntry, Serve};
 
 /// Default bind address: every interface, port 4269, as 0.1.2.

@@ -1,0 +1,35 @@
+//! The harness in `--quick` mode, inside the test command, so it never rots: every system runs
+//! every workload for a few calls. No timing is asserted.
+
+#[test]
+fn quick_mode_runs_every_system_and_workload() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_webmesh-bench"))
+        .arg("--quick")
+        .output()
+        .expect("run the benchmark");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "benchmark failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for system in [
+        "raw echo (one task)",
+        "raw echo (split tasks)",
+        "webmesh-rs (msgpack, v1)",
+        "webmesh-rs (json, v1)",
+        "webmesh-rs (0.1.2 legacy)",
+        "jsonrpsee",
+    ] {
+        // One line per workload, each with a non-zero count.
+        let lines: Vec<&str> = stdout
+            .lines()
+            .filter(|l| l.starts_with(&format!("- {system}:")))
+            .collect();
+        assert_eq!(lines.len(), 5, "{system}: {lines:?}\n{stdout}");
+        assert!(
+            lines.iter().all(|l| !l.contains(": 0 ops")),
+            "{system}: {lines:?}"
+        );
+    }
+}

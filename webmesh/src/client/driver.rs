@@ -1,0 +1,319 @@
+//! The task that drives one client connection: writes calls, reads answers, routes them to the
+//! waiting callers and pushes to their handlers.
+//!
+//! One task owns the socket (no split halves, no lock between reader and writer) and the table of
+//! calls in flight (no lock around it either: callers hand their call over through a channel).
+//! Everything that became readable or sendable is processed before one flush.
+
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::{Sink, Stream};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+use webmesh_codec::{code, decode_frame, Frame, Kind};
+
+use super::Shared;
+use crate::error::{Error, Result};
+use crate::transport;
+
+/// Where a call's answer goes.
+pub(super) type Waiter = oneshot::Sender<Result<Frame>>;
+
+/// What callers ask of the driver.
+pub(super) enum Command {
+    /// Send a v1 CALL and route the answer with this id to `waiter`.
+    Call { id: u64, msg: Message, waiter: Waiter },
+    /// Send a legacy request and route the next answer on `path` to `waiter`.
+    LegacyCall {
+        id: u64,
+        path: String,
+        msg: Message,
+        waiter: Waiter,
+    },
+    /// Send a message that expects no answer (emit, CANCEL).
+    Send(Message),
+    /// The caller gave up on this call (timeout, dropped future).
+    Forget { id: u64, path: Option<String> },
+    /// Close the connection with this code and reason.
+    Close(u16, String),
+}
+
+/// Queued messages past which the driver stops taking new commands from callers.
+const OUT_HIGH: usize = 256;
+/// Every this many new calls, waiters whose caller is gone are swept out.
+const SWEEP_EVERY: u32 = 1024;
+
+pub(super) struct Driver {
+    ws: WebSocketStream<TcpStream>,
+    shared: Arc<Shared>,
+    rx: mpsc::Receiver<Command>,
+    by_id: HashMap<u64, Waiter>,
+    by_path: HashMap<String, VecDeque<(u64, Waiter)>>,
+    out: VecDeque<Message>,
+    unflushed: bool,
+    since_sweep: u32,
+    /// Set once we asked to close: wait for the server's close answer.
+    closing: bool,
+}
+
+impl Driver {
+    pub(super) fn new(
+        ws: WebSocketStream<TcpStream>,
+        shared: Arc<Shared>,
+        rx: mpsc::Receiver<Command>,
+    ) -> Self {
+        Driver {
+            ws,
+            shared,
+            rx,
+            by_id: HashMap::new(),
+            by_path: HashMap::new(),
+            out: VecDeque::new(),
+            unflushed: false,
+            since_sweep: 0,
+            closing: false,
+        }
+    }
+
+    /// Runs the connection to its end, then fails every call still waiting.
+    pub(super) async fn run(mut self, closed: watch::Sender<Option<String>>) {
+        let reason = std::future::poll_fn(|cx| self.poll_run(cx)).await;
+        if self.closing {
+            // Our close frame is out: give the server a moment to answer it.
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                std::future::poll_fn(|cx| self.poll_read_to_end(cx)),
+            )
+            .await;
+        }
+        tracing::debug!(url = %self.shared.url, %reason, "disconnected");
+        closed.send_replace(Some(reason.clone()));
+        for (_, w) in self.by_id.drain() {
+            let _ = w.send(Err(Error::Closed(reason.clone())));
+        }
+        for (_, q) in self.by_path.drain() {
+            for (_, w) in q {
+                let _ = w.send(Err(Error::Closed(reason.clone())));
+            }
+        }
+    }
+
+    fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<String> {
+        loop {
+            let mut progress = match self.poll_write(cx) {
+                Ok(p) => p,
+                Err(reason) => return Poll::Ready(reason),
+            };
+            if !self.closing {
+                while self.out.len() < OUT_HIGH {
+                    match self.rx.poll_recv(cx) {
+                        Poll::Ready(Some(cmd)) => {
+                            progress = true;
+                            self.command(cmd);
+                        }
+                        Poll::Ready(None) => {
+                            // Every handle is gone: close.
+                            progress = true;
+                            self.command(Command::Close(transport::close::NORMAL, "client closed".into()));
+                        }
+                        Poll::Pending => break,
+                    }
+                    if self.closing {
+                        break;
+                    }
+                }
+            }
+            match Pin::new(&mut self.ws).poll_next(cx) {
+                Poll::Ready(None) => return Poll::Ready("connection closed".into()),
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(format!("connection lost: {e}")),
+                Poll::Ready(Some(Ok(Message::Close(frame)))) => {
+                    return Poll::Ready(match frame {
+                        Some(f) if !f.reason.is_empty() => format!("closed by server: {}", f.reason),
+                        _ => "closed by server".to_owned(),
+                    })
+                }
+                Poll::Ready(Some(Ok(msg))) => {
+                    progress = true;
+                    self.on_message(msg);
+                }
+                Poll::Pending => {}
+            }
+            if !progress {
+                if let Err(reason) = self.poll_flush(cx) {
+                    return Poll::Ready(reason);
+                }
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// After our close frame: read (and drop) until the server's close answer ends the stream.
+    fn poll_read_to_end(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let _ = self.poll_flush(cx);
+        loop {
+            match Pin::new(&mut self.ws).poll_next(cx) {
+                Poll::Ready(None | Some(Err(_))) => return Poll::Ready(()),
+                Poll::Ready(Some(Ok(_))) => {}
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Call { id, msg, waiter } => {
+                self.sweep();
+                self.by_id.insert(id, waiter);
+                self.out.push_back(msg);
+            }
+            Command::LegacyCall {
+                id,
+                path,
+                msg,
+                waiter,
+            } => {
+                self.sweep();
+                self.by_path.entry(path).or_default().push_back((id, waiter));
+                self.out.push_back(msg);
+            }
+            Command::Send(msg) => self.out.push_back(msg),
+            Command::Forget { id, path: None } => {
+                self.by_id.remove(&id);
+            }
+            Command::Forget { id, path: Some(path) } => {
+                if let Some(q) = self.by_path.get_mut(&path) {
+                    q.retain(|(i, _)| *i != id);
+                    if q.is_empty() {
+                        self.by_path.remove(&path);
+                    }
+                }
+            }
+            Command::Close(code, reason) => {
+                self.out
+                    .push_back(Message::Close(Some(transport::close_frame(code, &reason))));
+                self.closing = true;
+            }
+        }
+    }
+
+    /// Drops waiters whose callers are gone (a `Forget` lost to a full channel).
+    fn sweep(&mut self) {
+        self.since_sweep += 1;
+        if self.since_sweep >= SWEEP_EVERY {
+            self.since_sweep = 0;
+            self.by_id.retain(|_, w| !w.is_closed());
+            for q in self.by_path.values_mut() {
+                q.retain(|(_, w)| !w.is_closed());
+            }
+            self.by_path.retain(|_, q| !q.is_empty());
+        }
+    }
+
+    fn on_message(&mut self, msg: Message) {
+        let Some((frame_type, bytes)) = transport::data_of(msg) else {
+            return; // ping, pong: tungstenite answers them
+        };
+        let encoder = &self.shared.encoder;
+        let frame = match decode_frame(
+            encoder.framing(),
+            encoder.codec(),
+            &self.shared.limits,
+            frame_type,
+            bytes,
+        ) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "undecodable frame from the server");
+                return;
+            }
+        };
+        match frame.kind() {
+            Kind::Reply | Kind::Error => match self.by_id.remove(&frame.id()) {
+                Some(w) => {
+                    let _ = w.send(Ok(frame));
+                }
+                None => tracing::debug!(id = frame.id(), "answer to a call no longer waited for"),
+            },
+            Kind::Legacy => {
+                let waiter = self.by_path.get_mut(frame.path()).and_then(VecDeque::pop_front);
+                if self.by_path.get(frame.path()).is_some_and(VecDeque::is_empty) {
+                    self.by_path.remove(frame.path());
+                }
+                match waiter {
+                    Some((_, w)) => {
+                        let _ = w.send(Ok(frame));
+                    }
+                    None => self.push(&frame),
+                }
+            }
+            Kind::Notify => self.push(&frame),
+            Kind::Call => {
+                if let Ok(Some(m)) =
+                    encoder.error_plain(frame.id(), code::NOT_FOUND, "this client serves no routes")
+                {
+                    self.out.push_back(transport::to_message(m));
+                }
+            }
+            Kind::Cancel => {}
+            _ => {
+                if frame.id() != 0 {
+                    if let Ok(Some(m)) =
+                        encoder.error_plain(frame.id(), code::UNSUPPORTED, "unsupported frame kind")
+                    {
+                        self.out.push_back(transport::to_message(m));
+                    }
+                }
+            }
+        }
+    }
+
+    fn push(&self, frame: &Frame) {
+        match self.shared.push.get(frame.path()) {
+            Some(handler) => {
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(frame))).is_err() {
+                    tracing::error!(path = frame.path(), "push handler panicked");
+                }
+            }
+            None => tracing::debug!(
+                path = frame.path(),
+                "message with no waiting call and no push handler: dropped"
+            ),
+        }
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Result<bool, String> {
+        let mut wrote = false;
+        while !self.out.is_empty() {
+            match Pin::new(&mut self.ws).poll_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    let Some(msg) = self.out.pop_front() else { break };
+                    Pin::new(&mut self.ws)
+                        .start_send(msg)
+                        .map_err(|e| format!("connection lost: {e}"))?;
+                    self.unflushed = true;
+                    wrote = true;
+                }
+                Poll::Ready(Err(e)) => return Err(format!("connection lost: {e}")),
+                Poll::Pending => break,
+            }
+        }
+        Ok(wrote)
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Result<(), String> {
+        if self.unflushed {
+            match Pin::new(&mut self.ws).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.unflushed = false,
+                Poll::Ready(Err(e)) => return Err(format!("connection lost: {e}")),
+                Poll::Pending => {}
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,400 @@
+//! The task that drives one server connection: reads frames, runs handlers, writes answers.
+//!
+//! One task owns the socket: no split halves and no lock between a reader and a writer. A request
+//! is dispatched inline and its handler polled once at once; most handlers finish there and their
+//! answer is written without any task switch. A handler that has to wait stays in a set polled by
+//! this same task, so slow handlers do not hold up the others on the connection. Everything that
+//! became readable is processed before one flush, so a burst of calls costs one write.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{Sink, Stream, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::WebSocketStream;
+use webmesh_codec::{
+    code, decode_frame, peek_v1_header, Error as CodecError, Frame, FrameType, Framing, Kind, WireMessage,
+};
+
+use super::handler::{reply_encoder, BoxFuture, Dispatch, ReplyTo};
+use super::Shared;
+use crate::connection::Connection;
+use crate::transport::{self, close};
+
+/// Messages waiting for the socket past which the driver stops reading new requests: a peer that
+/// does not read its answers gets backpressure, not unbounded buffering.
+const OUT_HIGH: usize = 256;
+
+/// Why serving stopped.
+pub(super) enum Stop {
+    /// The peer closed or vanished.
+    PeerGone,
+    /// We close, with this code and reason.
+    Close(u16, String),
+}
+
+/// A handler that did not finish at its first poll, with what is needed to answer if it panics.
+struct Running {
+    fut: BoxFuture<Option<WireMessage>>,
+    fallback: Dispatch,
+}
+
+impl Future for Running {
+    type Output = Option<WireMessage>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        poll_guarded(&mut this.fut, &this.fallback, cx)
+    }
+}
+
+/// Polls a handler future; a panic becomes an `internal` error answer.
+fn poll_guarded(
+    fut: &mut BoxFuture<Option<WireMessage>>,
+    fallback: &Dispatch,
+    cx: &mut Context<'_>,
+) -> Poll<Option<WireMessage>> {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+        Ok(p) => p,
+        Err(_) => {
+            let path = fallback.frame.path();
+            tracing::error!(path, "handler panicked");
+            Poll::Ready(fallback.fail(code::INTERNAL, &format!("handler for {path} panicked")))
+        }
+    }
+}
+
+pub(super) struct Driver {
+    ws: WebSocketStream<TcpStream>,
+    conn: Connection,
+    shared: Arc<Shared>,
+    rx: mpsc::Receiver<Message>,
+    handlers: FuturesUnordered<Running>,
+    out: VecDeque<Message>,
+    unflushed: bool,
+    write_failed: bool,
+}
+
+impl Driver {
+    pub(super) fn new(
+        ws: WebSocketStream<TcpStream>,
+        conn: Connection,
+        shared: Arc<Shared>,
+        rx: mpsc::Receiver<Message>,
+    ) -> Self {
+        Driver {
+            ws,
+            conn,
+            shared,
+            rx,
+            handlers: FuturesUnordered::new(),
+            out: VecDeque::new(),
+            unflushed: false,
+            write_failed: false,
+        }
+    }
+
+    /// Serves until the peer goes, the connection is closed, or the server shuts down; then lets
+    /// the handlers in flight finish (up to the shutdown timeout) and closes.
+    pub(super) async fn run(mut self) {
+        let mut shutdown_rx = self.shared.shutdown.clone();
+        let conn = self.conn.clone();
+        let stop = {
+            let mut shutdown = std::pin::pin!(super::stopped(&mut shutdown_rx));
+            let mut closing = std::pin::pin!(conn.close_requested());
+            std::future::poll_fn(|cx| {
+                if shutdown.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Stop::Close(close::GOING_AWAY, "server shutting down".into()));
+                }
+                if let Poll::Ready((code, reason)) = closing.as_mut().poll(cx) {
+                    return Poll::Ready(Stop::Close(code, reason));
+                }
+                self.poll_serve(cx)
+            })
+            .await
+        };
+        // Drain: no new requests; running handlers finish and are answered.
+        let timeout = self.shared.shutdown_timeout;
+        let drained = tokio::time::timeout(timeout, std::future::poll_fn(|cx| self.poll_drain(cx))).await;
+        if drained.is_err() {
+            tracing::warn!(
+                left = self.handlers.len(),
+                "handlers still running after the shutdown timeout: dropped"
+            );
+        }
+        if let Stop::Close(code, reason) = stop {
+            tracing::debug!(code, %reason, "closing");
+            self.close(code, &reason).await;
+        }
+    }
+
+    async fn close(&mut self, code: u16, reason: &str) {
+        use futures_util::SinkExt;
+        let frame = Message::Close(Some(transport::close_frame(code, reason)));
+        let bounded = std::time::Duration::from_secs(2);
+        if tokio::time::timeout(bounded, self.ws.send(frame)).await.is_ok() {
+            // Wait (briefly) for the peer's close answer, so it sees a clean close.
+            let _ = tokio::time::timeout(bounded, async { while self.ws.next().await.is_some() {} }).await;
+        }
+    }
+
+    fn poll_serve(&mut self, cx: &mut Context<'_>) -> Poll<Stop> {
+        loop {
+            let mut progress = self.poll_write(cx);
+            self.poll_outbound(cx, &mut progress);
+            self.poll_handlers(cx, &mut progress);
+            if self.write_failed {
+                return Poll::Ready(Stop::PeerGone);
+            }
+            if self.out.len() < OUT_HIGH && self.handlers.len() < self.shared.max_in_flight {
+                match Pin::new(&mut self.ws).poll_next(cx) {
+                    Poll::Ready(None) => return Poll::Ready(Stop::PeerGone),
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(read_error(e)),
+                    Poll::Ready(Some(Ok(msg))) => {
+                        progress = true;
+                        if let Some((frame_type, bytes)) = transport::data_of(msg) {
+                            if let Some(stop) = self.on_data(frame_type, bytes, cx) {
+                                return Poll::Ready(stop);
+                            }
+                        }
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            if !progress {
+                self.poll_flush(cx);
+                if self.write_failed {
+                    return Poll::Ready(Stop::PeerGone);
+                }
+                return Poll::Pending;
+            }
+        }
+    }
+
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            let mut progress = self.poll_write(cx);
+            self.poll_outbound(cx, &mut progress);
+            self.poll_handlers(cx, &mut progress);
+            if self.handlers.is_empty() && (self.out.is_empty() || self.write_failed) {
+                self.poll_flush(cx);
+                return if self.unflushed && !self.write_failed {
+                    Poll::Pending
+                } else {
+                    Poll::Ready(())
+                };
+            }
+            if !progress {
+                self.poll_flush(cx);
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// Moves queued messages into the socket while it takes them.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut wrote = false;
+        while !self.out.is_empty() && !self.write_failed {
+            match Pin::new(&mut self.ws).poll_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    let Some(msg) = self.out.pop_front() else { break };
+                    if Pin::new(&mut self.ws).start_send(msg).is_err() {
+                        self.write_failed = true;
+                    }
+                    self.unflushed = true;
+                    wrote = true;
+                }
+                Poll::Ready(Err(_)) => self.write_failed = true,
+                Poll::Pending => break,
+            }
+        }
+        if self.write_failed {
+            self.out.clear();
+        }
+        wrote
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) {
+        if self.unflushed && !self.write_failed {
+            match Pin::new(&mut self.ws).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.unflushed = false,
+                Poll::Ready(Err(_)) => self.write_failed = true,
+                Poll::Pending => {}
+            }
+        }
+    }
+
+    /// Takes pushes and close requests from other tasks.
+    fn poll_outbound(&mut self, cx: &mut Context<'_>, progress: &mut bool) {
+        while self.out.len() < OUT_HIGH {
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(m)) => {
+                    self.out.push_back(m);
+                    *progress = true;
+                }
+                Poll::Ready(None) | Poll::Pending => break,
+            }
+        }
+    }
+
+    fn poll_handlers(&mut self, cx: &mut Context<'_>, progress: &mut bool) {
+        while let Poll::Ready(Some(answer)) = self.handlers.poll_next_unpin(cx) {
+            *progress = true;
+            if let Some(m) = answer {
+                self.out.push_back(transport::to_message(m));
+            }
+        }
+    }
+
+    /// Dispatches one data message; `Some` when the connection must close.
+    fn on_data(&mut self, frame_type: FrameType, bytes: Bytes, cx: &mut Context<'_>) -> Option<Stop> {
+        let framing = self.conn.framing();
+        let frame = match decode_frame(
+            framing,
+            self.conn.encoder().codec(),
+            &self.shared.limits,
+            frame_type,
+            bytes.clone(),
+        ) {
+            Ok(f) => f,
+            Err(e) => return self.bad_frame(framing, &e, &bytes),
+        };
+        let reply = match frame.kind() {
+            Kind::Call if frame.id() != 0 => ReplyTo::Call(frame.id()),
+            Kind::Call => return Some(Stop::Close(close::PROTOCOL, "CALL with id 0".into())),
+            Kind::Notify => ReplyTo::Nothing,
+            Kind::Legacy => ReplyTo::Legacy,
+            Kind::Cancel | Kind::Reply | Kind::Error => {
+                // This server makes no calls; a CANCEL may be ignored (PROTOCOL.md §4).
+                tracing::trace!(kind = ?frame.kind(), id = frame.id(), "ignored");
+                return None;
+            }
+            _ => {
+                if frame.id() != 0 {
+                    let msg = format!("unsupported frame kind {:?}", frame.kind());
+                    let answer = self
+                        .conn
+                        .encoder()
+                        .error_plain(frame.id(), code::UNSUPPORTED, &msg);
+                    self.queue(answer);
+                }
+                return None;
+            }
+        };
+        let Some(handler) = self.shared.router.get(frame.path()) else {
+            self.not_found(&frame, reply);
+            return None;
+        };
+        let fallback = Dispatch {
+            frame: frame.clone(),
+            conn: self.conn.clone(),
+            reply,
+        };
+        let dispatch = Dispatch {
+            frame,
+            conn: self.conn.clone(),
+            reply,
+        };
+        let made = std::panic::catch_unwind(AssertUnwindSafe(|| handler(dispatch)));
+        let mut fut = match made {
+            Ok(fut) => fut,
+            Err(_) => {
+                let answer = fallback.fail(code::INTERNAL, "handler panicked");
+                self.queue(Ok(answer));
+                return None;
+            }
+        };
+        match poll_guarded(&mut fut, &fallback, cx) {
+            Poll::Ready(answer) => self.queue(Ok(answer)),
+            Poll::Pending => self.handlers.push(Running { fut, fallback }),
+        }
+        None
+    }
+
+    fn queue(&mut self, answer: Result<Option<WireMessage>, CodecError>) {
+        match answer {
+            Ok(Some(m)) => self.out.push_back(transport::to_message(m)),
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "cannot encode an answer"),
+        }
+    }
+
+    fn not_found(&mut self, frame: &Frame, reply: ReplyTo) {
+        let path = frame.path();
+        tracing::debug!(path, "no route");
+        let answer = match &self.shared.on_not_found {
+            Some(hook) => hook(path, &self.conn),
+            None if reply == ReplyTo::Legacy => Some("Path not found".to_owned()),
+            None => None,
+        };
+        match reply {
+            ReplyTo::Call(id) => {
+                let message = answer.unwrap_or_else(|| format!("no route at {path}"));
+                let msg = self.conn.encoder().error_plain(id, code::NOT_FOUND, &message);
+                self.queue(msg);
+            }
+            ReplyTo::Legacy => {
+                if let Some(text) = answer {
+                    let msg = reply_encoder(self.conn.encoder(), frame).reply(0, path, &text);
+                    self.queue(msg);
+                }
+            }
+            ReplyTo::Nothing => {}
+        }
+    }
+
+    /// A frame that did not decode: PROTOCOL.md §5 says what each class gets.
+    fn bad_frame(&mut self, framing: Framing, e: &CodecError, bytes: &[u8]) -> Option<Stop> {
+        use CodecError::*;
+        match (framing, e) {
+            (_, WrongFrameType { .. }) => Some(Stop::Close(close::UNSUPPORTED, e.to_string())),
+            (Framing::V1, TruncatedHeader(_) | ReservedFlags(_) | VarintOverflow | PathNotUtf8) => {
+                Some(Stop::Close(close::PROTOCOL, e.to_string()))
+            }
+            (Framing::V1, _) => {
+                match peek_v1_header(bytes) {
+                    Some((Kind::Call, id)) if id != 0 => {
+                        let msg = self
+                            .conn
+                            .encoder()
+                            .error_plain(id, code::BAD_REQUEST, &e.to_string());
+                        self.queue(msg);
+                    }
+                    _ => tracing::warn!(error = %e, "bad frame"),
+                }
+                None
+            }
+            (Framing::Legacy, _) => {
+                // As 0.1.2: log, no reply, keep the connection.
+                tracing::warn!(error = %e, "bad legacy frame");
+                None
+            }
+        }
+    }
+}
+
+fn read_error(e: tungstenite::Error) -> Stop {
+    use tungstenite::Error as WsError;
+    match e {
+        WsError::Capacity(c) => {
+            tracing::warn!(error = %c, "frame over the size limit");
+            Stop::Close(close::TOO_BIG, format!("frame too big: {c}"))
+        }
+        WsError::Protocol(p) => {
+            tracing::debug!(error = %p, "websocket protocol error");
+            Stop::Close(close::PROTOCOL, p.to_string())
+        }
+        e => {
+            tracing::debug!(error = %e, "connection lost");
+            Stop::PeerGone
+        }
+    }
+}
