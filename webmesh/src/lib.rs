@@ -64,8 +64,8 @@ mod transport;
 pub use webmesh_codec as codec;
 
 pub use client::{
-    BlockingClient, CallHandle, Client, ClientBuilder, Protocol, DEFAULT_CALL_TIMEOUT,
-    DEFAULT_CONNECT_TIMEOUT,
+    BlockingClient, CallHandle, Client, ClientBuilder, ConnectionState, Protocol, Reconnect, StateWatcher,
+    DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
 };
 pub use codec::Framing;
 pub use connection::{Connection, Extensions};
@@ -75,8 +75,9 @@ pub use route::{NoError, Route};
 pub use server::{
     BlockingServer, FallibleHandler, Handler, Serve, Server, ServerBuilder, ServerHandle, DEFAULT_ADDR,
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_OUTBOUND_QUEUE,
-    DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_STALLED_PEER_TIMEOUT,
 };
+pub use transport::{Keepalive, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT};
 #[doc = include_str!("route.md")]
 pub use webmesh_macros::route;
 

@@ -1,5 +1,6 @@
 //! The task that drives one client connection: writes calls, reads answers, routes them to the
-//! waiting callers and pushes to their handlers.
+//! waiting callers and pushes to their handlers; keeps the connection alive, and reconnects it
+//! when asked to.
 //!
 //! One task owns the socket (no split halves, no lock between reader and writer) and the table of
 //! calls in flight (no lock around it either: callers hand their call over through a channel).
@@ -11,16 +12,19 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::{Sink, Stream};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use webmesh_codec::{code, decode_frame, Frame, Kind};
 
-use super::Shared;
+use super::builder::{Dialer, Reconnect};
+use super::{ConnectionState, Shared};
 use crate::error::{Error, Result};
-use crate::transport;
+use crate::transport::{self, Keepalive, Liveness, Timers};
 
 /// Where a call's answer goes.
 pub(super) type Waiter = oneshot::Sender<Result<Frame>>;
@@ -49,10 +53,22 @@ const OUT_HIGH: usize = 256;
 /// Every this many new calls, waiters whose caller is gone are swept out.
 const SWEEP_EVERY: u32 = 1024;
 
+/// How a connection ended.
+enum End {
+    /// We closed it (on request, or because every handle is gone).
+    Closed(String),
+    /// It dropped: the peer closed, vanished, or failed.
+    Dropped(String),
+}
+
 pub(super) struct Driver {
     ws: WebSocketStream<TcpStream>,
     shared: Arc<Shared>,
     rx: mpsc::Receiver<Command>,
+    dialer: Dialer,
+    keepalive: Option<Keepalive>,
+    reconnect: Option<Reconnect>,
+    timers: Timers,
     by_id: HashMap<u64, Waiter>,
     by_path: HashMap<String, VecDeque<(u64, Waiter)>>,
     out: VecDeque<Message>,
@@ -67,11 +83,18 @@ impl Driver {
         ws: WebSocketStream<TcpStream>,
         shared: Arc<Shared>,
         rx: mpsc::Receiver<Command>,
+        dialer: Dialer,
+        keepalive: Option<Keepalive>,
+        reconnect: Option<Reconnect>,
     ) -> Self {
         Driver {
             ws,
             shared,
             rx,
+            dialer,
+            keepalive,
+            reconnect,
+            timers: Timers::new(keepalive, None),
             by_id: HashMap::new(),
             by_path: HashMap::new(),
             out: VecDeque::new(),
@@ -81,34 +104,139 @@ impl Driver {
         }
     }
 
-    /// Runs the connection to its end, then fails every call still waiting.
-    pub(super) async fn run(mut self, closed: watch::Sender<Option<String>>) {
-        let reason = std::future::poll_fn(|cx| self.poll_run(cx)).await;
-        if self.closing {
-            // Our close frame is out: give the server a moment to answer it.
-            let _ = tokio::time::timeout(
-                Duration::from_secs(2),
-                std::future::poll_fn(|cx| self.poll_read_to_end(cx)),
-            )
-            .await;
-        }
-        tracing::debug!(url = %self.shared.url, %reason, "disconnected");
-        closed.send_replace(Some(reason.clone()));
-        for (_, w) in self.by_id.drain() {
-            let _ = w.send(Err(Error::Closed(reason.clone())));
-        }
-        for (_, q) in self.by_path.drain() {
-            for (_, w) in q {
-                let _ = w.send(Err(Error::Closed(reason.clone())));
+    /// Runs the connection, and its successors when reconnecting, to the end.
+    pub(super) async fn run(mut self, state: watch::Sender<ConnectionState>) {
+        let mut attempt = 0;
+        loop {
+            let connected_at = Instant::now();
+            let end = std::future::poll_fn(|cx| self.poll_run(cx)).await;
+            let (reason, final_) = match end {
+                End::Closed(r) => (r, true),
+                End::Dropped(r) => (r, self.reconnect.is_none()),
+            };
+            if self.closing {
+                // Our close frame is out: give the server a moment to answer it.
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    std::future::poll_fn(|cx| self.poll_read_to_end(cx)),
+                )
+                .await;
+            }
+            tracing::debug!(url = %self.dialer.url, %reason, "disconnected");
+            // Calls in flight fail at once, whatever comes next.
+            self.fail_pending(&reason);
+            if final_ {
+                self.finish(&state, reason);
+                return;
+            }
+            let Some(policy) = self.reconnect else { return };
+            if connected_at.elapsed() >= policy.healthy_after {
+                attempt = 0;
+            }
+            match self.reconnect_loop(&state, policy, &mut attempt, reason).await {
+                Some(ws) => {
+                    self.ws = ws;
+                    self.timers = Timers::new(self.keepalive, None);
+                    self.out.clear();
+                    self.unflushed = false;
+                    state.send_replace(ConnectionState::Connected);
+                    tracing::info!(url = %self.dialer.url, "reconnected");
+                }
+                None => return,
             }
         }
     }
 
-    fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<String> {
+    /// Closed for good: tell the handles, and fail calls still arriving until they are all gone.
+    fn finish(&mut self, state: &watch::Sender<ConnectionState>, reason: String) {
+        state.send_replace(ConnectionState::Closed {
+            reason: reason.clone(),
+        });
+        self.rx.close();
+        while let Ok(cmd) = self.rx.try_recv() {
+            fail_command(cmd, &reason);
+        }
+    }
+
+    /// Waits and redials with backoff until connected (`Some`), or closed for good (`None`).
+    async fn reconnect_loop(
+        &mut self,
+        state: &watch::Sender<ConnectionState>,
+        policy: Reconnect,
+        attempt: &mut u32,
+        reason: String,
+    ) -> Option<WebSocketStream<TcpStream>> {
         loop {
+            *attempt += 1;
+            if policy.max_attempts.is_some_and(|max| *attempt > max) {
+                self.finish(
+                    state,
+                    format!("gave up reconnecting after {} attempts ({reason})", *attempt - 1),
+                );
+                return None;
+            }
+            state.send_replace(ConnectionState::Reconnecting {
+                attempt: *attempt,
+                reason: reason.clone(),
+            });
+            let delay = policy.delay(*attempt, jitter_spread());
+            tracing::info!(url = %self.dialer.url, attempt = *attempt, ?delay, %reason, "reconnecting");
+            let failing = format!("disconnected ({reason}); reconnecting, attempt {}", *attempt);
+            // While down, calls fail at once; a close request ends it all.
+            let waited = tokio::select! {
+                _ = tokio::time::sleep(delay) => true,
+                _ = fail_commands_until_close(&mut self.rx, &failing) => false,
+            };
+            if !waited {
+                self.finish(state, "client closed".into());
+                return None;
+            }
+            let dialed = tokio::select! {
+                d = self.dialer.dial() => Some(d),
+                _ = fail_commands_until_close(&mut self.rx, &failing) => None,
+            };
+            match dialed {
+                None => {
+                    self.finish(state, "client closed".into());
+                    return None;
+                }
+                Some(Ok((ws, framing))) if framing == self.shared.encoder.framing() => return Some(ws),
+                Some(Ok((_, framing))) => {
+                    tracing::warn!(
+                        framing = framing.name(),
+                        "the server now speaks another framing; retrying"
+                    )
+                }
+                Some(Err(e)) => tracing::debug!(error = %e, "reconnection attempt failed"),
+            }
+        }
+    }
+
+    fn fail_pending(&mut self, reason: &str) {
+        for (_, w) in self.by_id.drain() {
+            let _ = w.send(Err(Error::Closed(reason.to_owned())));
+        }
+        for (_, q) in self.by_path.drain() {
+            for (_, w) in q {
+                let _ = w.send(Err(Error::Closed(reason.to_owned())));
+            }
+        }
+    }
+
+    fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<End> {
+        loop {
+            match self.timers.poll(cx) {
+                Poll::Ready(Liveness::Ping) => self.out.push_front(Message::Ping(Bytes::new())),
+                Poll::Ready(Liveness::Dead) => {
+                    return Poll::Ready(End::Dropped(
+                        "keepalive timeout: the server stopped answering pings".into(),
+                    ))
+                }
+                Poll::Ready(Liveness::Stalled) | Poll::Pending => {}
+            }
             let mut progress = match self.poll_write(cx) {
                 Ok(p) => p,
-                Err(reason) => return Poll::Ready(reason),
+                Err(reason) => return Poll::Ready(End::Dropped(reason)),
             };
             if !self.closing {
                 while self.out.len() < OUT_HIGH {
@@ -130,26 +258,37 @@ impl Driver {
                 }
             }
             match Pin::new(&mut self.ws).poll_next(cx) {
-                Poll::Ready(None) => return Poll::Ready("connection closed".into()),
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(format!("connection lost: {e}")),
+                Poll::Ready(None) => return Poll::Ready(self.ended("connection closed".into())),
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(self.ended(format!("connection lost: {e}"))),
                 Poll::Ready(Some(Ok(Message::Close(frame)))) => {
-                    return Poll::Ready(match frame {
+                    let reason = match frame {
                         Some(f) if !f.reason.is_empty() => format!("closed by server: {}", f.reason),
                         _ => "closed by server".to_owned(),
-                    })
+                    };
+                    return Poll::Ready(self.ended(reason));
                 }
                 Poll::Ready(Some(Ok(msg))) => {
                     progress = true;
+                    self.timers.heard();
                     self.on_message(msg);
                 }
                 Poll::Pending => {}
             }
             if !progress {
                 if let Err(reason) = self.poll_flush(cx) {
-                    return Poll::Ready(reason);
+                    return Poll::Ready(End::Dropped(reason));
                 }
                 return Poll::Pending;
             }
+        }
+    }
+
+    /// How the connection ended, given why the stream stopped.
+    fn ended(&self, reason: String) -> End {
+        if self.closing {
+            End::Closed("client closed".into())
+        } else {
+            End::Dropped(reason)
         }
     }
 
@@ -217,7 +356,7 @@ impl Driver {
 
     fn on_message(&mut self, msg: Message) {
         let Some((frame_type, bytes)) = transport::data_of(msg) else {
-            return; // ping, pong: tungstenite answers them
+            return; // ping, pong: tungstenite answers pings
         };
         let encoder = &self.shared.encoder;
         let frame = match decode_frame(
@@ -316,4 +455,32 @@ impl Driver {
         }
         Ok(())
     }
+}
+
+/// Fails a call handed over while the connection is down.
+fn fail_command(cmd: Command, reason: &str) {
+    match cmd {
+        Command::Call { waiter, .. } | Command::LegacyCall { waiter, .. } => {
+            let _ = waiter.send(Err(Error::Closed(reason.to_owned())));
+        }
+        Command::Send(_) | Command::Forget { .. } | Command::Close(..) => {}
+    }
+}
+
+/// Fails every call handed over until a close request (or the last handle going) arrives.
+async fn fail_commands_until_close(rx: &mut mpsc::Receiver<Command>, reason: &str) {
+    while let Some(cmd) = rx.recv().await {
+        if let Command::Close(..) = cmd {
+            return;
+        }
+        fail_command(cmd, reason);
+    }
+}
+
+/// A number in [-1, 1] for the backoff jitter; no need for a real random source here.
+fn jitter_spread() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    (h.finish() % 2001) as f64 / 1000.0 - 1.0
 }

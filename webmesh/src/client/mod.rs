@@ -2,6 +2,7 @@
 //! (legacy).
 
 mod blocking;
+mod builder;
 mod driver;
 mod handshake;
 
@@ -13,231 +14,69 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
-use webmesh_codec::{
-    code, parse_subprotocol, subprotocol, AnyCodec, Compression, Frame, FrameEncoder, Framing, Kind, Limits,
-    WireMessage,
-};
+use webmesh_codec::{code, Frame, FrameEncoder, Framing, Kind, Limits, WireMessage};
 
 pub use blocking::{BlockingClient, CallHandle};
+pub use builder::{ClientBuilder, Protocol, Reconnect, DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT};
 
 use crate::error::{CallError, Error, Result};
 use crate::route::Route;
 use crate::transport::{self, close};
+use builder::PushHandler;
 use driver::Command;
 
-/// Default [`ClientBuilder::timeout`].
-pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default [`ClientBuilder::connect_timeout`].
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Which framing a client speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Where a client's connection stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Protocol {
-    /// Offer v1; speak legacy if the server does not take it (a 0.1.2 server). The default.
-    #[default]
-    Auto,
-    /// Offer v1 and fail the connection if the server does not take it.
-    V1,
-    /// Offer nothing and speak 0.1.2's legacy framing.
-    Legacy,
+pub enum ConnectionState {
+    /// Connected: calls go out.
+    Connected,
+    /// The connection dropped and the client is reconnecting (only with [`Reconnect`]); calls
+    /// fail at once meanwhile, except [`Client::call_idempotent`], which waits.
+    Reconnecting {
+        /// The attempt under way, from 1.
+        attempt: u32,
+        /// Why the connection dropped.
+        reason: String,
+    },
+    /// Closed for good.
+    Closed {
+        /// Why.
+        reason: String,
+    },
 }
 
-type PushHandler = Arc<dyn Fn(&Frame) + Send + Sync>;
+impl ConnectionState {
+    /// True when connected.
+    pub fn is_connected(&self) -> bool {
+        matches!(self, ConnectionState::Connected)
+    }
 
-/// Configures and connects a [`Client`].
-///
-/// # Examples
-///
-/// ```no_run
-/// use std::time::Duration;
-/// use webmesh::{codec::AnyCodec, Client};
-///
-/// # async fn run() -> Result<(), webmesh::Error> {
-/// let client = Client::builder()
-///     .codec(AnyCodec::JSON)
-///     .timeout(Some(Duration::from_secs(5)))
-///     .on_push("/news", |headline: String| println!("news: {headline}"))
-///     .connect("ws://127.0.0.1:4269")
-///     .await?;
-/// let answer: String = client.call_path("/echo", &"hello").await?;
-/// # Ok(()) }
-/// ```
-#[must_use = "a builder does nothing until `connect`"]
-#[derive(Clone)]
-pub struct ClientBuilder {
-    codec: AnyCodec,
-    protocol: Protocol,
-    compression: Compression,
-    limits: Limits,
-    timeout: Option<Duration>,
-    connect_timeout: Duration,
-    outbound_queue: usize,
-    headers: Vec<(String, String)>,
-    push: HashMap<String, PushHandler>,
-}
-
-impl Default for ClientBuilder {
-    fn default() -> Self {
-        ClientBuilder {
-            codec: AnyCodec::MSGPACK,
-            protocol: Protocol::Auto,
-            compression: Compression::default(),
-            limits: Limits::default(),
-            timeout: Some(DEFAULT_CALL_TIMEOUT),
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            outbound_queue: transport::DEFAULT_OUTBOUND_QUEUE,
-            headers: Vec::new(),
-            push: HashMap::new(),
-        }
+    /// True when closed for good.
+    pub fn is_closed(&self) -> bool {
+        matches!(self, ConnectionState::Closed { .. })
     }
 }
 
-impl ClientBuilder {
-    /// The codec. Default msgpack. With a 0.1.2 server it must be the server's serializer
-    /// (`AnyCodec::MSGPACK` for `MessagePackSerializer`, `AnyCodec::JSON` for
-    /// `StandardJsonSerializer`).
-    pub fn codec(mut self, codec: AnyCodec) -> Self {
-        self.codec = codec;
-        self
+/// Observes a client's [`ConnectionState`]; see [`Client::watch_state`].
+#[derive(Debug, Clone)]
+pub struct StateWatcher {
+    rx: watch::Receiver<ConnectionState>,
+}
+
+impl StateWatcher {
+    /// The state now.
+    pub fn current(&self) -> ConnectionState {
+        self.rx.borrow().clone()
     }
 
-    /// Which framing to speak. Default [`Protocol::Auto`].
-    pub fn protocol(mut self, protocol: Protocol) -> Self {
-        self.protocol = protocol;
-        self
-    }
-
-    /// When to compress outgoing v1 frames. Default [`Compression::default`].
-    pub fn compression(mut self, compression: Compression) -> Self {
-        self.compression = compression;
-        self
-    }
-
-    /// Frame and inflated-size limits for what the server sends. Default [`Limits::default`].
-    pub fn limits(mut self, limits: Limits) -> Self {
-        self.limits = limits;
-        self
-    }
-
-    /// How long a call waits for its reply; `None` waits forever. Default
-    /// [`DEFAULT_CALL_TIMEOUT`]. Override per call with [`Client::call_timeout`].
-    pub fn timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// How long connecting (TCP and WebSocket upgrade) may take. Default
-    /// [`DEFAULT_CONNECT_TIMEOUT`].
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-
-    /// Messages queued for the writer before `call` and `emit` wait. Default 1024.
-    pub fn outbound_queue(mut self, n: usize) -> Self {
-        self.outbound_queue = n.max(1);
-        self
-    }
-
-    /// Adds a header to the WebSocket upgrade request (for example `Authorization`).
-    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.headers.push((name.into(), value.into()));
-        self
-    }
-
-    /// Runs `handler` for each message the server pushes on `path`, with the payload decoded as
-    /// `T`. It runs on the connection's reader task, in order: keep it short (hand heavy work to a
-    /// channel). A payload that does not decode as `T` is logged and dropped.
-    pub fn on_push<T, F>(mut self, path: impl Into<String>, handler: F) -> Self
-    where
-        T: DeserializeOwned,
-        F: Fn(T) + Send + Sync + 'static,
-    {
-        let path = path.into();
-        let name = path.clone();
-        self.push.insert(
-            path,
-            Arc::new(move |frame: &Frame| match frame.decode::<T>() {
-                Ok(v) => handler(v),
-                Err(e) => tracing::warn!(path = %name, error = %e, "pushed payload does not decode"),
-            }),
-        );
-        self
-    }
-
-    /// Connects to `url` (`ws://host[:port][/path]`).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidUrl`], [`Error::Io`] when the TCP connection fails, [`Error::Refused`] when
-    /// the server answers the upgrade with an HTTP error (503: full), [`Error::Handshake`] for
-    /// other upgrade failures (with [`Protocol::V1`]: a server that does not speak v1),
-    /// [`Error::Timeout`] past the connect timeout.
-    pub async fn connect(self, url: &str) -> Result<Client> {
-        let timeout = self.connect_timeout;
-        tokio::time::timeout(timeout, self.connect_inner(url))
-            .await
-            .map_err(|_| Error::Timeout(timeout))?
-    }
-
-    async fn connect_inner(self, url: &str) -> Result<Client> {
-        let parsed = handshake::WsUrl::parse(url)?;
-        let mut tcp = TcpStream::connect((parsed.host.as_str(), parsed.port)).await?;
-        let _ = tcp.set_nodelay(true);
-        let offered: Vec<String> = match self.protocol {
-            Protocol::Legacy => Vec::new(),
-            Protocol::Auto | Protocol::V1 => vec![subprotocol(&self.codec)],
-        };
-        let up = handshake::upgrade(&mut tcp, &parsed, &offered, &self.headers).await?;
-        let framing = match (&up.protocol, self.protocol) {
-            (Some(p), _) if parse_subprotocol(p) == Some(self.codec.name()) => Framing::V1,
-            (Some(p), _) => return Err(Error::Handshake(format!("unexpected subprotocol {p:?}"))),
-            (None, Protocol::V1) => {
-                return Err(Error::Handshake(
-                    "the server does not speak webmesh v1 (a 0.1.2 server?)".into(),
-                ))
-            }
-            (None, _) => Framing::Legacy,
-        };
-        let config = transport::ws_config(&self.limits);
-        let ws = WebSocketStream::from_partially_read(tcp, up.leftover, Role::Client, Some(config)).await;
-        let (cmd, rx) = mpsc::channel(self.outbound_queue);
-        let (closed_tx, closed_rx) = watch::channel(None);
-        let shared = Arc::new(Shared {
-            encoder: FrameEncoder::new(framing, self.codec, self.compression),
-            limits: self.limits,
-            legacy_locks: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(1),
-            closed: closed_rx,
-            push: self.push,
-            url: url.to_owned(),
-        });
-        tokio::spawn(driver::Driver::new(ws, shared.clone(), rx).run(closed_tx));
-        tracing::debug!(
-            url,
-            framing = framing.name(),
-            codec = shared.encoder.codec().name(),
-            "connected"
-        );
-        Ok(Client {
-            inner: Arc::new(Handle { cmd, shared }),
-            timeout: self.timeout,
-        })
-    }
-
-    /// Connects a [`BlockingClient`], which owns a runtime thread, for code that is not async.
-    ///
-    /// # Errors
-    ///
-    /// As [`connect`](Self::connect), and [`Error::Io`] when the runtime cannot start.
-    pub fn connect_blocking(self, url: &str) -> Result<BlockingClient> {
-        BlockingClient::connect_with(self, url)
+    /// Waits for the next change and returns the new state; `None` once the client is gone
+    /// (after its final [`ConnectionState::Closed`] was seen).
+    pub async fn changed(&mut self) -> Option<ConnectionState> {
+        self.rx.changed().await.ok()?;
+        Some(self.rx.borrow_and_update().clone())
     }
 }
 
@@ -248,15 +87,22 @@ struct Shared {
     /// Legacy framing: one call per path at a time.
     legacy_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     next_id: AtomicU64,
-    /// `Some(reason)` once the connection is over.
-    closed: watch::Receiver<Option<String>>,
+    state: watch::Receiver<ConnectionState>,
     push: HashMap<String, PushHandler>,
     url: String,
+    reconnects: bool,
 }
 
 impl Shared {
+    /// The error a call gets now, if the connection is not up.
     fn closed_error(&self) -> Option<Error> {
-        self.closed.borrow().as_ref().map(|r| Error::Closed(r.clone()))
+        match &*self.state.borrow() {
+            ConnectionState::Connected => None,
+            ConnectionState::Reconnecting { attempt, reason } => Some(Error::Closed(format!(
+                "disconnected ({reason}); reconnecting, attempt {attempt}"
+            ))),
+            ConnectionState::Closed { reason } => Some(Error::Closed(reason.clone())),
+        }
     }
 }
 
@@ -351,9 +197,65 @@ impl Client {
         }
     }
 
-    /// True once the connection is over.
+    /// True once the connection is closed for good.
     pub fn is_closed(&self) -> bool {
-        self.inner.shared.closed.borrow().is_some()
+        self.inner.shared.state.borrow().is_closed()
+    }
+
+    /// Where the connection stands now.
+    pub fn state(&self) -> ConnectionState {
+        self.inner.shared.state.borrow().clone()
+    }
+
+    /// A watcher of connection state changes (connected, reconnecting, closed).
+    pub fn watch_state(&self) -> StateWatcher {
+        StateWatcher {
+            rx: self.inner.shared.state.clone(),
+        }
+    }
+
+    /// Calls route `R` like [`call`](Self::call), and if the connection drops before the answer
+    /// (or is down), waits for the client to reconnect and calls again, until the answer or the
+    /// client's timeout. Only for calls that are safe to repeat: a dropped call may have run.
+    /// Without [`Reconnect`] it is [`call`](Self::call).
+    ///
+    /// # Errors
+    ///
+    /// As [`call`](Self::call); [`Error::Timeout`] when the timeout passes while reconnecting.
+    pub async fn call_idempotent<R: Route>(
+        &self,
+        request: R::Request,
+    ) -> Result<R::Response, CallError<R::Error>>
+    where
+        R::Request: Clone,
+    {
+        let deadline = self.timeout.map(|t| (tokio::time::Instant::now() + t, t));
+        loop {
+            let remaining = deadline.map(|(d, _)| d.saturating_duration_since(tokio::time::Instant::now()));
+            let out = self.call_timeout::<R>(request.clone(), remaining).await;
+            let retry = matches!(out, Err(CallError::Rpc(Error::Closed(_))))
+                && self.inner.shared.reconnects
+                && !self.is_closed();
+            if !retry {
+                return out;
+            }
+            let mut watcher = self.watch_state();
+            let up = async {
+                while !watcher.current().is_connected() {
+                    if watcher.changed().await.is_none() || watcher.current().is_closed() {
+                        return;
+                    }
+                }
+            };
+            match deadline {
+                Some((d, total)) => {
+                    if tokio::time::timeout_at(d, up).await.is_err() {
+                        return Err(CallError::Rpc(Error::Timeout(total)));
+                    }
+                }
+                None => up.await,
+            }
+        }
     }
 
     /// Calls route `R` and waits for its typed reply, up to the client's timeout.
@@ -444,8 +346,9 @@ impl Client {
             .cmd
             .send(Command::Close(close::NORMAL, "client closed".into()))
             .await;
-        let mut closed = h.shared.closed.clone();
-        let _ = tokio::time::timeout(Duration::from_secs(3), closed.wait_for(Option::is_some)).await;
+        let mut state = h.shared.state.clone();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(3), state.wait_for(ConnectionState::is_closed)).await;
     }
 
     fn start_emit(&self, path: &str, request: &(impl Serialize + ?Sized)) -> Result<WireMessage> {
@@ -479,29 +382,26 @@ impl Client {
         })
     }
 
-    /// Hands an encoded call to the driver and waits for the frame that answers it.
+    /// Hands an encoded call to the driver and waits for the frame that answers it, all within
+    /// `timeout`.
     async fn finish_call(&self, started: Started, timeout: Option<Duration>) -> Result<Frame> {
+        match timeout {
+            Some(d) => tokio::time::timeout(d, self.exchange(started))
+                .await
+                .map_err(|_| Error::Timeout(d))?,
+            None => self.exchange(started).await,
+        }
+    }
+
+    async fn exchange(&self, started: Started) -> Result<Frame> {
         let h = &*self.inner;
         let Started { id, path, msg } = started;
         let (waiter, rx) = oneshot::channel();
-        match h.shared.encoder.framing() {
-            Framing::V1 => {
-                h.cmd
-                    .send(Command::Call { id, msg, waiter })
-                    .await
-                    .map_err(|_| closed(&h.shared))?;
-                let mut guard = ForgetGuard {
-                    handle: h,
-                    id,
-                    path: None,
-                    armed: true,
-                };
-                let out = wait(rx, timeout, &h.shared).await;
-                guard.armed = matches!(out, Err(Error::Timeout(_)));
-                out
-            }
+        // Held for a legacy call's whole exchange: no ids, so one call per path at a time.
+        let mut _turn = None;
+        let (cmd, forget_path) = match h.shared.encoder.framing() {
+            Framing::V1 => (Command::Call { id, msg, waiter }, None),
             Framing::Legacy => {
-                // No ids: one call per path at a time, answers matched by path in order.
                 let lock = h
                     .shared
                     .legacy_locks
@@ -510,27 +410,27 @@ impl Client {
                     .entry(path.clone())
                     .or_default()
                     .clone();
-                let _turn = lock.lock().await;
-                h.cmd
-                    .send(Command::LegacyCall {
-                        id,
-                        path: path.clone(),
-                        msg,
-                        waiter,
-                    })
-                    .await
-                    .map_err(|_| closed(&h.shared))?;
-                let mut guard = ForgetGuard {
-                    handle: h,
+                _turn = Some(lock.lock_owned().await);
+                let cmd = Command::LegacyCall {
                     id,
-                    path: Some(&path),
-                    armed: true,
+                    path: path.clone(),
+                    msg,
+                    waiter,
                 };
-                let out = wait(rx, timeout, &h.shared).await;
-                guard.armed = matches!(out, Err(Error::Timeout(_)));
-                out
+                (cmd, Some(path.as_str()))
             }
-        }
+        };
+        h.cmd.send(cmd).await.map_err(|_| closed(&h.shared))?;
+        // From here, a dropped future (timeout, cancellation) tells the driver to forget the call.
+        let mut guard = ForgetGuard {
+            handle: h,
+            id,
+            path: forget_path,
+            armed: true,
+        };
+        let out = rx.await.unwrap_or_else(|_| Err(closed(&h.shared)));
+        guard.armed = false;
+        out
     }
 }
 
@@ -545,18 +445,6 @@ fn closed(shared: &Shared) -> Error {
     shared
         .closed_error()
         .unwrap_or_else(|| Error::Closed("connection is closed".into()))
-}
-
-async fn wait(
-    rx: oneshot::Receiver<Result<Frame>>,
-    timeout: Option<Duration>,
-    shared: &Shared,
-) -> Result<Frame> {
-    let got = match timeout {
-        Some(d) => tokio::time::timeout(d, rx).await.map_err(|_| Error::Timeout(d))?,
-        None => rx.await,
-    };
-    got.unwrap_or_else(|_| Err(closed(shared)))
 }
 
 /// Turns an answer frame into the typed outcome.

@@ -29,14 +29,14 @@ use super::Shared;
 use crate::connection::Connection;
 use crate::transport::{self, close};
 
-/// Messages waiting for the socket past which the driver stops reading new requests: a peer that
-/// does not read its answers gets backpressure, not unbounded buffering.
-const OUT_HIGH: usize = 256;
-
 /// Why serving stopped.
 pub(super) enum Stop {
     /// The peer closed or vanished.
     PeerGone,
+    /// The peer stopped answering keepalive pings.
+    Dead,
+    /// The peer stopped reading: nothing more can be written to it.
+    Stalled,
     /// We close, with this code and reason.
     Close(u16, String),
 }
@@ -81,6 +81,7 @@ pub(super) struct Driver {
     out: VecDeque<Message>,
     unflushed: bool,
     write_failed: bool,
+    timers: transport::Timers,
 }
 
 impl Driver {
@@ -90,7 +91,9 @@ impl Driver {
         shared: Arc<Shared>,
         rx: mpsc::Receiver<Message>,
     ) -> Self {
+        let timers = transport::Timers::new(shared.keepalive, shared.stalled_peer_timeout);
         Driver {
+            timers,
             ws,
             conn,
             shared,
@@ -121,7 +124,12 @@ impl Driver {
             })
             .await
         };
-        // Drain: no new requests; running handlers finish and are answered.
+        // Drain: no new requests; running handlers finish and are answered (a stalled peer's
+        // answers are dropped: it reads nothing).
+        if matches!(stop, Stop::Stalled | Stop::Dead) {
+            self.write_failed = true;
+            self.out.clear();
+        }
         let timeout = self.shared.shutdown_timeout;
         let drained = tokio::time::timeout(timeout, std::future::poll_fn(|cx| self.poll_drain(cx))).await;
         if drained.is_err() {
@@ -130,9 +138,25 @@ impl Driver {
                 "handlers still running after the shutdown timeout: dropped"
             );
         }
-        if let Stop::Close(code, reason) = stop {
-            tracing::debug!(code, %reason, "closing");
-            self.close(code, &reason).await;
+        match stop {
+            Stop::Close(code, reason) => {
+                tracing::debug!(code, %reason, "closing");
+                self.close(code, &reason).await;
+            }
+            Stop::Dead => tracing::info!("peer stopped answering keepalive pings: dropped"),
+            Stop::Stalled => {
+                // Its socket is full: the close frame gets a brief chance, no more.
+                let frame = Message::Close(Some(transport::close_frame(
+                    close::POLICY,
+                    "peer is not reading its messages",
+                )));
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_millis(100),
+                    futures_util::SinkExt::send(&mut self.ws, frame),
+                )
+                .await;
+            }
+            Stop::PeerGone => {}
         }
     }
 
@@ -148,18 +172,32 @@ impl Driver {
 
     fn poll_serve(&mut self, cx: &mut Context<'_>) -> Poll<Stop> {
         loop {
+            match self.timers.poll(cx) {
+                Poll::Ready(transport::Liveness::Ping) => self.out.push_front(Message::Ping(Bytes::new())),
+                Poll::Ready(transport::Liveness::Dead) => return Poll::Ready(Stop::Dead),
+                Poll::Ready(transport::Liveness::Stalled) => {
+                    tracing::warn!(
+                        queued = self.out.len(),
+                        "peer is not reading its messages: disconnecting"
+                    );
+                    return Poll::Ready(Stop::Stalled);
+                }
+                Poll::Pending => {}
+            }
             let mut progress = self.poll_write(cx);
             self.poll_outbound(cx, &mut progress);
             self.poll_handlers(cx, &mut progress);
             if self.write_failed {
                 return Poll::Ready(Stop::PeerGone);
             }
-            if self.out.len() < OUT_HIGH && self.handlers.len() < self.shared.max_in_flight {
+            if self.out.len() < self.shared.outbound_queue && self.handlers.len() < self.shared.max_in_flight
+            {
                 match Pin::new(&mut self.ws).poll_next(cx) {
                     Poll::Ready(None) => return Poll::Ready(Stop::PeerGone),
                     Poll::Ready(Some(Err(e))) => return Poll::Ready(read_error(e)),
                     Poll::Ready(Some(Ok(msg))) => {
                         progress = true;
+                        self.timers.heard();
                         if let Some((frame_type, bytes)) = transport::data_of(msg) {
                             if let Some(stop) = self.on_data(frame_type, bytes, cx) {
                                 return Poll::Ready(stop);
@@ -173,6 +211,10 @@ impl Driver {
                 self.poll_flush(cx);
                 if self.write_failed {
                     return Poll::Ready(Stop::PeerGone);
+                }
+                // Blocked with something to send: the stall timer runs until writing moves again.
+                if !self.out.is_empty() || self.unflushed {
+                    self.timers.blocked(cx);
                 }
                 return Poll::Pending;
             }
@@ -211,6 +253,7 @@ impl Driver {
                     }
                     self.unflushed = true;
                     wrote = true;
+                    self.timers.unblocked();
                 }
                 Poll::Ready(Err(_)) => self.write_failed = true,
                 Poll::Pending => break,
@@ -225,7 +268,10 @@ impl Driver {
     fn poll_flush(&mut self, cx: &mut Context<'_>) {
         if self.unflushed && !self.write_failed {
             match Pin::new(&mut self.ws).poll_flush(cx) {
-                Poll::Ready(Ok(())) => self.unflushed = false,
+                Poll::Ready(Ok(())) => {
+                    self.unflushed = false;
+                    self.timers.unblocked();
+                }
                 Poll::Ready(Err(_)) => self.write_failed = true,
                 Poll::Pending => {}
             }
@@ -234,7 +280,7 @@ impl Driver {
 
     /// Takes pushes and close requests from other tasks.
     fn poll_outbound(&mut self, cx: &mut Context<'_>, progress: &mut bool) {
-        while self.out.len() < OUT_HIGH {
+        while self.out.len() < self.shared.outbound_queue {
             match self.rx.poll_recv(cx) {
                 Poll::Ready(Some(m)) => {
                     self.out.push_back(m);

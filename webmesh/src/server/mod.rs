@@ -16,6 +16,7 @@ use webmesh_codec::{AnyCodec, Compression, Limits};
 
 use crate::connection::Connection;
 use crate::error::Result;
+use crate::transport::Keepalive;
 
 pub(crate) use handler::Router;
 pub use handler::{FallibleHandler, Handler, RouteEntry, Serve};
@@ -32,6 +33,8 @@ pub const DEFAULT_OUTBOUND_QUEUE: usize = crate::transport::DEFAULT_OUTBOUND_QUE
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default [`ServerBuilder::shutdown_timeout`].
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default [`ServerBuilder::stalled_peer_timeout`].
+pub const DEFAULT_STALLED_PEER_TIMEOUT: Duration = Duration::from_secs(30);
 
 type ConnHook = Arc<dyn Fn(&Connection) + Send + Sync>;
 type NotFoundHook = Arc<dyn Fn(&str, &Connection) -> Option<String> + Send + Sync>;
@@ -48,6 +51,8 @@ pub(crate) struct Shared {
     pub(crate) outbound_queue: usize,
     pub(crate) handshake_timeout: Duration,
     pub(crate) shutdown_timeout: Duration,
+    pub(crate) keepalive: Option<Keepalive>,
+    pub(crate) stalled_peer_timeout: Option<Duration>,
     pub(crate) on_connect: Option<ConnHook>,
     pub(crate) on_disconnect: Option<ConnHook>,
     pub(crate) on_not_found: Option<NotFoundHook>,
@@ -83,6 +88,8 @@ pub struct ServerBuilder {
     outbound_queue: usize,
     handshake_timeout: Duration,
     shutdown_timeout: Duration,
+    keepalive: Option<Keepalive>,
+    stalled_peer_timeout: Option<Duration>,
     registered: bool,
     routes: Vec<(String, String, handler::Erased)>,
     on_connect: Option<ConnHook>,
@@ -102,6 +109,8 @@ impl Default for ServerBuilder {
             outbound_queue: DEFAULT_OUTBOUND_QUEUE,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            keepalive: Some(Keepalive::default()),
+            stalled_peer_timeout: Some(DEFAULT_STALLED_PEER_TIMEOUT),
             registered: true,
             routes: Vec::new(),
             on_connect: None,
@@ -154,9 +163,29 @@ impl ServerBuilder {
         self
     }
 
-    /// Messages queued for one connection's writer. Default [`DEFAULT_OUTBOUND_QUEUE`].
+    /// Most messages (answers and pushes) waiting for one connection's socket. At the bound the
+    /// server stops reading that peer's requests and [`Connection::push`] waits; a peer that stays
+    /// there, not reading, for [`stalled_peer_timeout`](Self::stalled_peer_timeout) is
+    /// disconnected. Memory per connection stays bounded either way. Default
+    /// [`DEFAULT_OUTBOUND_QUEUE`].
     pub fn outbound_queue(mut self, n: usize) -> Self {
         self.outbound_queue = n.max(1);
+        self
+    }
+
+    /// How long a peer may leave its messages unread (the socket accepting nothing while
+    /// messages wait) before it is disconnected with close code 1008 and the reason "peer is not
+    /// reading its messages". `None` waits forever (memory stays bounded by
+    /// [`outbound_queue`](Self::outbound_queue)). Default [`DEFAULT_STALLED_PEER_TIMEOUT`].
+    pub fn stalled_peer_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.stalled_peer_timeout = timeout;
+        self
+    }
+
+    /// Ping/pong keepalive, to notice peers that vanished without closing; `None` turns it off.
+    /// Default [`Keepalive::default`] (ping after 20 s of silence, give up 20 s later).
+    pub fn keepalive(mut self, keepalive: Option<Keepalive>) -> Self {
+        self.keepalive = keepalive;
         self
     }
 
@@ -273,6 +302,8 @@ impl ServerBuilder {
             outbound_queue: self.outbound_queue,
             handshake_timeout: self.handshake_timeout,
             shutdown_timeout: self.shutdown_timeout,
+            keepalive: self.keepalive,
+            stalled_peer_timeout: self.stalled_peer_timeout,
             on_connect: self.on_connect,
             on_disconnect: self.on_disconnect,
             on_not_found: self.on_not_found,
