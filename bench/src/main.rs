@@ -19,6 +19,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod clients;
+mod load;
 mod payload;
 mod proc_stats;
 mod report;
@@ -82,6 +83,9 @@ fn parse_args() -> Result<Options, String> {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("load") {
+        std::process::exit(load_main(&args[2..]));
+    }
     if args.get(1).map(String::as_str) == Some("serve") {
         if let Err(e) = servers::serve(args.get(2).map_or("", String::as_str)) {
             eprintln!("serve: {e}");
@@ -107,6 +111,47 @@ fn main() {
     if let Err(e) = rt.block_on(orchestrate(&opts)) {
         eprintln!("benchmark failed: {e}");
         std::process::exit(1);
+    }
+}
+
+/// `webmesh-bench load [--conns N] [--calls N]`: the load test; exit code 1 if any call was lost
+/// or mismatched.
+fn load_main(args: &[String]) -> i32 {
+    let mut conns = 1000;
+    let mut calls = 1000;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let v = it.next().and_then(|v| v.parse().ok());
+        match (a.as_str(), v) {
+            ("--conns", Some(n)) => conns = n,
+            ("--calls", Some(n)) => calls = n,
+            _ => {
+                eprintln!("usage: webmesh-bench load [--conns N] [--calls N]");
+                return 2;
+            }
+        }
+    }
+    proc_stats::raise_fd_limit();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("runtime: {e}");
+            return 1;
+        }
+    };
+    let report = rt.block_on(async {
+        let server = rust_server("webmesh")?;
+        load::run(server.port, server.pid(), conns, calls).await
+    });
+    match report {
+        Ok(r) => {
+            r.print();
+            i32::from(r.lost > 0 || r.mismatched > 0)
+        }
+        Err(e) => {
+            eprintln!("load test failed: {e}");
+            1
+        }
     }
 }
 

@@ -33,3 +33,22 @@ fn quick_mode_runs_every_system_and_workload() {
         );
     }
 }
+
+#[test]
+fn load_test_loses_and_mismatches_nothing() {
+    // The full run is `load --conns 1000 --calls 1000` (release); this is the same code, smaller.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_webmesh-bench"))
+        .args(["load", "--conns", "100", "--calls", "100"])
+        .output()
+        .expect("run the load test");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "load test failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("answered and matched: 10000"), "{stdout}");
+    assert!(
+        stdout.contains("lost (no answer): 0") && stdout.contains("mismatched (another call's answer): 0")
+    );
+}

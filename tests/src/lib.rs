@@ -103,3 +103,28 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
     panic!("timed out waiting for: {what}");
 }
+
+/// A raw WebSocket client (no webmesh on top), offering `protocol` (`None`: a 0.1.2 peer).
+pub async fn raw_ws(
+    url: &str,
+    protocol: Option<&str>,
+) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = url.into_client_request().expect("a ws:// url");
+    if let Some(p) = protocol {
+        req.headers_mut()
+            .insert("sec-websocket-protocol", p.parse().expect("a header value"));
+    }
+    let tcp = tokio::net::TcpStream::connect(url.trim_start_matches("ws://"))
+        .await
+        .expect("connect");
+    let (ws, resp) = tokio_tungstenite::client_async(req, tcp).await.expect("upgrade");
+    assert_eq!(
+        resp.headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok()),
+        protocol,
+        "the server takes the offered protocol"
+    );
+    ws
+}

@@ -31,23 +31,8 @@ fn server() -> webmesh::ServerBuilder {
         )
 }
 
-/// A raw WebSocket client, offering `protocol` (or nothing: a 0.1.2 peer).
 async fn raw(url: &str, protocol: Option<&str>) -> Ws {
-    let mut req = url.into_client_request().unwrap();
-    if let Some(p) = protocol {
-        req.headers_mut()
-            .insert("sec-websocket-protocol", p.parse().unwrap());
-    }
-    let tcp = TcpStream::connect(url.trim_start_matches("ws://")).await.unwrap();
-    let (ws, resp) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
-    assert_eq!(
-        resp.headers()
-            .get("sec-websocket-protocol")
-            .map(|v| v.to_str().unwrap()),
-        protocol,
-        "the server takes the offered protocol"
-    );
-    ws
+    webmesh_tests::raw_ws(url, protocol).await
 }
 
 /// The next data or close message, within a bound.
