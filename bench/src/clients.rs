@@ -77,6 +77,44 @@ impl System {
     }
 }
 
+/// WebSocket framing bytes around a message of `len` bytes (the client masks its frames).
+fn ws_overhead(len: usize, from_client: bool) -> usize {
+    let ext = match len {
+        0..=125 => 0,
+        126..=65535 => 2,
+        _ => 8,
+    };
+    2 + ext + if from_client { 4 } else { 0 }
+}
+
+/// Bytes on the wire for one call and its answer (WebSocket framing included, TCP/IP not), as
+/// each system encodes them: computed with the systems' own encoders, not sampled.
+pub(crate) fn wire_bytes<T: serde::Serialize>(system: System, payload: &T, raw: &Bytes) -> usize {
+    use webmesh::codec::{Compression, FrameEncoder, Framing};
+    let both = |req: usize, resp: usize| req + ws_overhead(req, true) + resp + ws_overhead(resp, false);
+    let wm = |framing: Framing, codec: AnyCodec| {
+        let enc = FrameEncoder::new(framing, codec, Compression::default());
+        let req = enc.call(1, "/bench/small", payload).map(|m| m.len()).unwrap_or(0);
+        let resp = enc
+            .reply(1, "/bench/small", payload)
+            .ok()
+            .flatten()
+            .map_or(0, |m| m.len());
+        both(req, resp)
+    };
+    match system {
+        System::Raw | System::RawSplit => both(raw.len(), raw.len()),
+        System::Webmesh => wm(Framing::V1, AnyCodec::MSGPACK),
+        System::WebmeshJson => wm(Framing::V1, AnyCodec::JSON),
+        System::WebmeshLegacy => wm(Framing::Legacy, AnyCodec::MSGPACK),
+        System::Jsonrpsee => {
+            let req = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "small", "params": [payload]});
+            let resp = serde_json::json!({"jsonrpc": "2.0", "id": 1, "result": payload});
+            both(req.to_string().len(), resp.to_string().len())
+        }
+    }
+}
+
 /// One connection of a system.
 #[derive(Clone)]
 pub(crate) enum Conn {

@@ -264,9 +264,16 @@ async fn orchestrate(o: &Options) -> Result<(), String> {
             let mut samples = Vec::new();
             for _ in 0..o.runs {
                 let server = rust_server(system.server_kind())?;
-                let s = workloads::run(w, system, server.port, server.pid(), budget, inputs.clone())
+                let mut s = workloads::run(w, system, server.port, server.pid(), budget, inputs.clone())
                     .await
                     .map_err(|e| format!("{} / {}: {e}", w.title(), system.name()))?;
+                s.wire_per_op = match w {
+                    Workload::Idle { .. } => None,
+                    Workload::Large { .. } => {
+                        Some(clients::wire_bytes(system, &inputs.large, &inputs.raw.large) as f64)
+                    }
+                    _ => Some(clients::wire_bytes(system, &inputs.small, &inputs.raw.small) as f64),
+                };
                 samples.push(s);
             }
             rows.push(report::Row::new(system.name(), samples));

@@ -27,20 +27,6 @@ pub(crate) fn cpu_us(pid: u32) -> Option<u64> {
     Some(ticks * 1_000_000 / clock_ticks())
 }
 
-/// Bytes this process read plus wrote through read/write-like system calls (sockets here).
-pub(crate) fn io_bytes() -> Option<u64> {
-    let io = fs::read_to_string("/proc/self/io").ok()?;
-    let get = |k: &str| -> Option<u64> {
-        io.lines()
-            .find(|l| l.starts_with(k))?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    };
-    Some(get("rchar:")? + get("wchar:")?)
-}
-
 fn clock_ticks() -> u64 {
     #[allow(unsafe_code)]
     // SAFETY: sysconf has no preconditions; it only reads a configuration value.

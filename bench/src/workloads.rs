@@ -55,7 +55,7 @@ pub(crate) struct Sample {
     pub(crate) latency_us: Option<(f64, f64)>,
     /// Server plus client CPU time per call, µs.
     pub(crate) cpu_us_per_op: Option<f64>,
-    /// Bytes through the client's sockets per call (both ways, WebSocket framing included).
+    /// Bytes on the wire per call, both ways, WebSocket framing included.
     pub(crate) wire_per_op: Option<f64>,
     /// Server RSS growth per idle connection, KiB.
     pub(crate) rss_kib_per_conn: Option<f64>,
@@ -108,7 +108,6 @@ pub(crate) async fn run(
 struct Meter {
     server_pid: u32,
     cpu: u64,
-    io: u64,
     start: Instant,
 }
 
@@ -117,7 +116,6 @@ impl Meter {
         Meter {
             server_pid,
             cpu: cpu_both(server_pid),
-            io: proc_stats::io_bytes().unwrap_or(0),
             start: Instant::now(),
         }
     }
@@ -125,13 +123,10 @@ impl Meter {
     fn finish(self, ops: u64) -> Sample {
         let secs = self.start.elapsed().as_secs_f64();
         let cpu = cpu_both(self.server_pid).saturating_sub(self.cpu);
-        let io = proc_stats::io_bytes().unwrap_or(0).saturating_sub(self.io);
-        let per = |x: u64| (ops > 0).then(|| x as f64 / ops as f64);
         Sample {
             ops,
             secs,
-            cpu_us_per_op: per(cpu),
-            wire_per_op: per(io),
+            cpu_us_per_op: (ops > 0).then(|| cpu as f64 / ops as f64),
             ..Sample::default()
         }
     }

@@ -228,7 +228,7 @@ impl AnyCodec {
     /// Decodes a `T` from all of `bytes`.
     pub fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T> {
         match &self.0 {
-            Inner::MsgPack => MsgPack::decode(bytes),
+            Inner::MsgPack => msgpack::decode_owned(bytes),
             Inner::Json => Json::decode(bytes),
             Inner::Custom(c) => {
                 let mut sink = SinkFor::<T>(None);

@@ -45,6 +45,37 @@ impl Codec for MsgPack {
     }
 }
 
+/// Decodes an owned `T` from all of `bytes`: the runtime's hot path. Reading through `&[u8]` as
+/// `io::Read` leaves the unread rest visible, so trailing bytes are caught without the structural
+/// pre-scan that [`MsgPack::decode_seed`] does (that scan costs ~7% of a 64 KiB call).
+pub(crate) fn decode_owned<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    let mut rest = bytes;
+    let value = {
+        let mut de = rmp_serde::Deserializer::new(&mut rest);
+        de.set_max_depth(MAX_DEPTH);
+        T::deserialize(&mut de).map_err(classify)?
+    };
+    if !rest.is_empty() {
+        return Err(Error::malformed(
+            MsgPack::NAME,
+            format!("{} trailing bytes after the value", rest.len()),
+        ));
+    }
+    Ok(value)
+}
+
+/// Malformed bytes (truncated, bad marker, bad UTF-8, too deep) versus a well-formed value of the
+/// wrong type.
+fn classify(e: rmp_serde::decode::Error) -> Error {
+    use rmp_serde::decode::Error as E;
+    match e {
+        E::InvalidMarkerRead(_) | E::InvalidDataRead(_) | E::Utf8Error(_) | E::DepthLimitExceeded => {
+            Error::malformed(MsgPack::NAME, e)
+        }
+        e => Error::payload(e),
+    }
+}
+
 /// Nesting limit of the typed decoder, as serde_json's: rmp-serde's own (1024) lets a small
 /// hostile frame overflow a 2 MiB thread stack.
 pub(crate) const MAX_DEPTH: usize = 128;
