@@ -128,3 +128,30 @@ pub async fn raw_ws(
     );
     ws
 }
+
+/// Completes a WebSocket upgrade by hand, offering `protocol`, and returns the bare socket: for
+/// tests that then send hand-made frames, or nothing at all.
+pub async fn raw_upgrade(url: &str, protocol: Option<&str>) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(url.trim_start_matches("ws://"))
+        .await
+        .expect("connect");
+    let offer = protocol.map_or(String::new(), |p| format!("Sec-WebSocket-Protocol: {p}\r\n"));
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.expect("send the upgrade");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        tcp.read_exact(&mut b).await.expect("read the answer");
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    tcp
+}

@@ -286,20 +286,7 @@ async fn oversized_frame_is_refused_from_its_header_before_buffering() {
     let (stop, watcher) = bystander(&url).await;
     // Upgrade by hand, then announce a 1 GiB frame and send none of it: a server that buffered
     // before checking would wait for the gigabyte; this one closes at once (1009).
-    let mut tcp = TcpStream::connect(url.trim_start_matches("ws://")).await.unwrap();
-    tcp.write_all(
-        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        tcp.read_exact(&mut b).await.unwrap();
-        head.push(b[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"));
+    let mut tcp = webmesh_tests::raw_upgrade(&url, None).await;
     let mut header = vec![0x82u8, 0xff];
     header.extend_from_slice(&(1u64 << 30).to_be_bytes());
     header.extend_from_slice(&[1, 2, 3, 4]);

@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use webmesh::codec::{AnyCodec, Compression, FrameEncoder, Framing};
@@ -17,25 +16,9 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-/// Completes a WebSocket upgrade by hand and returns the socket, which then neither reads nor
-/// writes: a peer that vanished without closing.
+/// A peer that vanished without closing: upgraded, then silent (it never reads or writes).
 async fn silent_peer(url: &str) -> TcpStream {
-    let mut tcp = TcpStream::connect(url.trim_start_matches("ws://")).await.unwrap();
-    tcp.write_all(
-        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-          Sec-WebSocket-Protocol: webmesh.v1.msgpack\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        tcp.read_exact(&mut b).await.unwrap();
-        head.push(b[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"));
-    tcp
+    webmesh_tests::raw_upgrade(url, Some("webmesh.v1.msgpack")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

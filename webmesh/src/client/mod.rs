@@ -385,11 +385,14 @@ impl Client {
     /// Hands an encoded call to the driver and waits for the frame that answers it, all within
     /// `timeout`.
     async fn finish_call(&self, started: Started, timeout: Option<Duration>) -> Result<Frame> {
+        use tracing::Instrument;
+        let span = tracing::debug_span!("call", path = %started.path, id = started.id);
+        let exchange = self.exchange(started).instrument(span);
         match timeout {
-            Some(d) => tokio::time::timeout(d, self.exchange(started))
+            Some(d) => tokio::time::timeout(d, exchange)
                 .await
                 .map_err(|_| Error::Timeout(d))?,
-            None => self.exchange(started).await,
+            None => exchange.await,
         }
     }
 

@@ -118,11 +118,16 @@ where
             Box::pin(std::future::ready(answer))
         }
         Ok(request) => {
-            let fut = f(request, d.conn.clone());
-            Box::pin(async move {
-                let outcome = fut.await;
-                d.answer(outcome)
-            })
+            // A span per call when debug logging is on; next to nothing when it is off.
+            let span = tracing::debug_span!("call", path = d.frame.path(), id = d.frame.id());
+            let fut = span.in_scope(|| f(request, d.conn.clone()));
+            Box::pin(tracing::Instrument::instrument(
+                async move {
+                    let outcome = fut.await;
+                    d.answer(outcome)
+                },
+                span,
+            ))
         }
     })
 }
