@@ -123,16 +123,27 @@ impl Driver {
                 .await;
             }
             tracing::debug!(url = %self.dialer.url, %reason, "disconnected");
-            // Calls in flight fail at once, whatever comes next.
-            self.fail_pending(&reason);
-            if final_ {
-                self.finish(&state, reason);
-                return;
-            }
-            let Some(policy) = self.reconnect else { return };
+            // The state changes before the calls in flight fail (at once, whatever comes next):
+            // a caller that sees its call fail sees the new state too.
+            let policy = match (final_, self.reconnect) {
+                (false, Some(policy)) => policy,
+                _ => {
+                    state.send_replace(ConnectionState::Closed {
+                        reason: reason.clone(),
+                    });
+                    self.fail_pending(&reason);
+                    self.finish(&state, reason);
+                    return;
+                }
+            };
             if connected_at.elapsed() >= policy.healthy_after {
                 attempt = 0;
             }
+            state.send_replace(ConnectionState::Reconnecting {
+                attempt: attempt + 1,
+                reason: reason.clone(),
+            });
+            self.fail_pending(&reason);
             match self.reconnect_loop(&state, policy, &mut attempt, reason).await {
                 Some(ws) => {
                     self.ws = ws;
