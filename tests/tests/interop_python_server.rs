@@ -107,7 +107,16 @@ async fn against_python(codec_name: &str, codec: AnyCodec) {
     for i in 0..3 {
         c.emit_path("/record", &i).await.unwrap();
     }
-    let recorded: Vec<i64> = c.call_path("/recorded", &()).await.unwrap();
+    // The 0.1.2 server runs requests on a pool of 5 threads: wait (bounded) until all three ran.
+    let mut recorded: Vec<i64> = Vec::new();
+    for _ in 0..200 {
+        recorded = c.call_path("/recorded", &()).await.unwrap();
+        if recorded.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    recorded.sort_unstable();
     assert_eq!(recorded, vec![0, 1, 2]);
 
     // Unknown path: 0.1.2 answers "Path not found".
