@@ -6,8 +6,7 @@
 //! calls in flight (no lock around it either: callers hand their call over through a channel).
 //! Everything that became readable or sendable is processed before one flush.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::future::Future;
+use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -17,7 +16,7 @@ use bytes::Bytes;
 use futures_util::{Sink, Stream};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use webmesh_codec::{code, decode_frame, Frame, Kind};
@@ -30,30 +29,16 @@ use crate::transport::{self, Keepalive, Liveness, Timers};
 /// Where a call's answer goes.
 pub(super) type Waiter = oneshot::Sender<Result<Frame>>;
 
-/// When a call times out. The driver keeps every deadline in one ordered map with one timer:
-/// cheaper than a runtime timer per call.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Deadline {
-    pub(super) at: Instant,
-    pub(super) after: Duration,
-}
-
 /// What callers ask of the driver.
 pub(super) enum Command {
     /// Send a v1 CALL and route the answer with this id to `waiter`.
-    Call {
-        id: u64,
-        msg: Message,
-        waiter: Waiter,
-        deadline: Option<Deadline>,
-    },
+    Call { id: u64, msg: Message, waiter: Waiter },
     /// Send a legacy request and route the next answer on `path` to `waiter`.
     LegacyCall {
         id: u64,
         path: String,
         msg: Message,
         waiter: Waiter,
-        deadline: Option<Deadline>,
     },
     /// Send a message that expects no answer (emit, CANCEL).
     Send(Message),
@@ -84,11 +69,8 @@ pub(super) struct Driver {
     keepalive: Option<Keepalive>,
     reconnect: Option<Reconnect>,
     timers: Timers,
-    by_id: HashMap<u64, (Waiter, Option<Instant>)>,
-    by_path: HashMap<String, VecDeque<(u64, Waiter, Option<Instant>)>>,
-    /// Calls' deadlines, earliest first: (when, id) to how long the caller waits.
-    deadlines: BTreeMap<(Instant, u64), Duration>,
-    deadline_timer: Option<Pin<Box<Sleep>>>,
+    by_id: HashMap<u64, Waiter>,
+    by_path: HashMap<String, VecDeque<(u64, Waiter)>>,
     out: VecDeque<Message>,
     unflushed: bool,
     since_sweep: u32,
@@ -115,8 +97,6 @@ impl Driver {
             timers: Timers::new(keepalive, None),
             by_id: HashMap::new(),
             by_path: HashMap::new(),
-            deadlines: BTreeMap::new(),
-            deadline_timer: None,
             out: VecDeque::new(),
             unflushed: false,
             since_sweep: 0,
@@ -244,96 +224,18 @@ impl Driver {
     }
 
     fn fail_pending(&mut self, reason: &str) {
-        for (_, (w, _)) in self.by_id.drain() {
+        for (_, w) in self.by_id.drain() {
             let _ = w.send(Err(Error::Closed(reason.to_owned())));
         }
         for (_, q) in self.by_path.drain() {
-            for (_, w, _) in q {
+            for (_, w) in q {
                 let _ = w.send(Err(Error::Closed(reason.to_owned())));
             }
-        }
-        self.deadlines.clear();
-        self.deadline_timer = None;
-    }
-
-    /// Times out the calls whose deadline passed, and keeps the timer on the next one.
-    fn poll_deadlines(&mut self, cx: &mut Context<'_>) {
-        loop {
-            let Some(timer) = &mut self.deadline_timer else {
-                return;
-            };
-            if timer.as_mut().poll(cx).is_pending() {
-                return;
-            }
-            let now = Instant::now();
-            while let Some((&(at, id), &after)) = self.deadlines.first_key_value() {
-                if at > now {
-                    break;
-                }
-                self.deadlines.pop_first();
-                self.expire(id, after);
-            }
-            match self.deadlines.first_key_value() {
-                Some((&(at, _), _)) => {
-                    if let Some(timer) = &mut self.deadline_timer {
-                        timer.as_mut().reset(at);
-                    }
-                }
-                None => self.deadline_timer = None,
-            }
-        }
-    }
-
-    /// Fails a call whose deadline passed (and tells a v1 server it may stop).
-    fn expire(&mut self, id: u64, after: Duration) {
-        if let Some((w, _)) = self.by_id.remove(&id) {
-            let _ = w.send(Err(Error::Timeout(after)));
-            if let Some(cancel) = self.shared.encoder.cancel(id) {
-                self.out.push_back(transport::to_message(cancel));
-            }
-            return;
-        }
-        let mut emptied = None;
-        for (path, q) in &mut self.by_path {
-            if let Some(i) = q.iter().position(|(i, _, _)| *i == id) {
-                if let Some((_, w, _)) = q.remove(i) {
-                    let _ = w.send(Err(Error::Timeout(after)));
-                }
-                if q.is_empty() {
-                    emptied = Some(path.clone());
-                }
-                break;
-            }
-        }
-        if let Some(path) = emptied {
-            self.by_path.remove(&path);
-        }
-    }
-
-    /// Records a call's deadline; `false` if it already passed (the call fails at once).
-    fn track(&mut self, id: u64, deadline: Option<Deadline>) -> bool {
-        let Some(d) = deadline else { return true };
-        if d.at <= Instant::now() {
-            return false;
-        }
-        self.deadlines.insert((d.at, id), d.after);
-        match &mut self.deadline_timer {
-            Some(t) if t.deadline() <= d.at => {}
-            Some(t) => t.as_mut().reset(d.at),
-            None => self.deadline_timer = Some(Box::pin(tokio::time::sleep_until(d.at))),
-        }
-        true
-    }
-
-    fn untrack(&mut self, id: u64, at: Option<Instant>) {
-        if let Some(at) = at {
-            self.deadlines.remove(&(at, id));
         }
     }
 
     fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<End> {
         loop {
-            self.poll_deadlines(cx);
             match self.timers.poll(cx) {
                 Poll::Ready(Liveness::Ping) => self.out.push_front(Message::Ping(Bytes::new())),
                 Poll::Ready(Liveness::Dead) => {
@@ -415,19 +317,9 @@ impl Driver {
 
     fn command(&mut self, cmd: Command) {
         match cmd {
-            Command::Call {
-                id,
-                msg,
-                waiter,
-                deadline,
-            } => {
+            Command::Call { id, msg, waiter } => {
                 self.sweep();
-                if !self.track(id, deadline) {
-                    let after = deadline.map_or(Duration::ZERO, |d| d.after);
-                    let _ = waiter.send(Err(Error::Timeout(after)));
-                    return;
-                }
-                self.by_id.insert(id, (waiter, deadline.map(|d| d.at)));
+                self.by_id.insert(id, waiter);
                 self.out.push_back(msg);
             }
             Command::LegacyCall {
@@ -435,38 +327,21 @@ impl Driver {
                 path,
                 msg,
                 waiter,
-                deadline,
             } => {
                 self.sweep();
-                if !self.track(id, deadline) {
-                    let after = deadline.map_or(Duration::ZERO, |d| d.after);
-                    let _ = waiter.send(Err(Error::Timeout(after)));
-                    return;
-                }
-                self.by_path
-                    .entry(path)
-                    .or_default()
-                    .push_back((id, waiter, deadline.map(|d| d.at)));
+                self.by_path.entry(path).or_default().push_back((id, waiter));
                 self.out.push_back(msg);
             }
             Command::Send(msg) => self.out.push_back(msg),
             Command::Forget { id, path: None } => {
-                if let Some((_, at)) = self.by_id.remove(&id) {
-                    self.untrack(id, at);
-                }
+                self.by_id.remove(&id);
             }
             Command::Forget { id, path: Some(path) } => {
-                let mut gone = None;
                 if let Some(q) = self.by_path.get_mut(&path) {
-                    if let Some(i) = q.iter().position(|(i, _, _)| *i == id) {
-                        gone = q.remove(i).map(|(_, _, at)| at);
-                    }
+                    q.retain(|(i, _)| *i != id);
                     if q.is_empty() {
                         self.by_path.remove(&path);
                     }
-                }
-                if let Some(at) = gone {
-                    self.untrack(id, at);
                 }
             }
             Command::Close(code, reason) => {
@@ -482,9 +357,9 @@ impl Driver {
         self.since_sweep += 1;
         if self.since_sweep >= SWEEP_EVERY {
             self.since_sweep = 0;
-            self.by_id.retain(|_, (w, _)| !w.is_closed());
+            self.by_id.retain(|_, w| !w.is_closed());
             for q in self.by_path.values_mut() {
-                q.retain(|(_, w, _)| !w.is_closed());
+                q.retain(|(_, w)| !w.is_closed());
             }
             self.by_path.retain(|_, q| !q.is_empty());
         }
@@ -510,8 +385,7 @@ impl Driver {
         };
         match frame.kind() {
             Kind::Reply | Kind::Error => match self.by_id.remove(&frame.id()) {
-                Some((w, at)) => {
-                    self.untrack(frame.id(), at);
+                Some(w) => {
                     let _ = w.send(Ok(frame));
                 }
                 None => tracing::debug!(id = frame.id(), "answer to a call no longer waited for"),
@@ -522,8 +396,7 @@ impl Driver {
                     self.by_path.remove(frame.path());
                 }
                 match waiter {
-                    Some((id, w, at)) => {
-                        self.untrack(id, at);
+                    Some((_, w)) => {
                         let _ = w.send(Ok(frame));
                     }
                     None => self.push(&frame),

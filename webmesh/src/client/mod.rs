@@ -25,7 +25,7 @@ use crate::error::{CallError, Error, Result};
 use crate::route::Route;
 use crate::transport::{self, close};
 use builder::PushHandler;
-use driver::{Command, Deadline};
+use driver::Command;
 
 /// Where a client's connection stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -387,32 +387,23 @@ impl Client {
     async fn finish_call(&self, started: Started, timeout: Option<Duration>) -> Result<Frame> {
         use tracing::Instrument;
         let span = tracing::debug_span!("call", path = %started.path, id = started.id);
-        let deadline = timeout.map(|after| Deadline {
-            at: tokio::time::Instant::now() + after,
-            after,
-        });
-        self.exchange(started, deadline).instrument(span).await
+        let exchange = self.exchange(started).instrument(span);
+        match timeout {
+            Some(d) => tokio::time::timeout(d, exchange)
+                .await
+                .map_err(|_| Error::Timeout(d))?,
+            None => exchange.await,
+        }
     }
 
-    /// Hands the call to the driver, which times it out at its deadline; before the driver has
-    /// it (waiting for a legacy path's turn, or for room in the channel), the deadline is kept
-    /// here.
-    async fn exchange(&self, started: Started, deadline: Option<Deadline>) -> Result<Frame> {
+    async fn exchange(&self, started: Started) -> Result<Frame> {
         let h = &*self.inner;
         let Started { id, path, msg } = started;
         let (waiter, rx) = oneshot::channel();
         // Held for a legacy call's whole exchange: no ids, so one call per path at a time.
         let mut _turn = None;
         let (cmd, forget_path) = match h.shared.encoder.framing() {
-            Framing::V1 => {
-                let cmd = Command::Call {
-                    id,
-                    msg,
-                    waiter,
-                    deadline,
-                };
-                (cmd, None)
-            }
+            Framing::V1 => (Command::Call { id, msg, waiter }, None),
             Framing::Legacy => {
                 let lock = h
                     .shared
@@ -422,29 +413,18 @@ impl Client {
                     .entry(path.clone())
                     .or_default()
                     .clone();
-                _turn = Some(tokio::select! {
-                    turn = lock.lock_owned() => turn,
-                    _ = until(deadline) => return Err(timed_out(deadline)),
-                });
+                _turn = Some(lock.lock_owned().await);
                 let cmd = Command::LegacyCall {
                     id,
                     path: path.clone(),
                     msg,
                     waiter,
-                    deadline,
                 };
                 (cmd, Some(path.as_str()))
             }
         };
-        match h.cmd.try_send(cmd) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(cmd)) => tokio::select! {
-                sent = h.cmd.send(cmd) => sent.map_err(|_| closed(&h.shared))?,
-                _ = until(deadline) => return Err(timed_out(deadline)),
-            },
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(closed(&h.shared)),
-        }
-        // From here, a dropped future (cancellation) tells the driver to forget the call.
+        h.cmd.send(cmd).await.map_err(|_| closed(&h.shared))?;
+        // From here, a dropped future (timeout, cancellation) tells the driver to forget the call.
         let mut guard = ForgetGuard {
             handle: h,
             id,
@@ -455,18 +435,6 @@ impl Client {
         guard.armed = false;
         out
     }
-}
-
-/// Resolves at the deadline; never without one.
-async fn until(deadline: Option<Deadline>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d.at).await,
-        None => std::future::pending().await,
-    }
-}
-
-fn timed_out(deadline: Option<Deadline>) -> Error {
-    Error::Timeout(deadline.map_or(Duration::ZERO, |d| d.after))
 }
 
 /// An encoded call, not yet handed to the driver.
