@@ -86,6 +86,12 @@ pub mod shapes {
         conn.framing().name().to_owned()
     }
 
+    /// The call's context: its path and id.
+    #[webmesh::route("/s/call_context")]
+    pub fn call_context(x: u8, call: &webmesh::CallContext) -> (String, bool, u8) {
+        (call.path().to_owned(), call.id().is_some(), x)
+    }
+
     /// A destructuring pattern as the payload.
     #[webmesh::route("/s/pattern")]
     pub fn pattern((a, b): (u32, u32)) -> u32 {
@@ -168,6 +174,10 @@ async fn all_shapes(codec: AnyCodec) {
     assert_eq!((n, x), (id * 1000 + 7, 9), "both see the same connection");
     assert_eq!(conn_only::call(&c).await.unwrap(), "v1");
     assert_eq!(pattern::call(&c, (6, 7)).await.unwrap(), 42);
+    assert_eq!(
+        call_context::call(&c, 5).await.unwrap(),
+        ("/s/call_context".to_owned(), true, 5)
+    );
     assert_eq!(call_private(&c).await, 2);
     assert_eq!(renamed::call(&c, 9).await.unwrap(), 9);
 
@@ -225,4 +235,22 @@ fn blocking_client_uses_the_route_types() {
     c.emit::<shapes::unit::Route>(5).unwrap();
     c.close();
     server.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_closure_on_several_paths_knows_which_it_serves() {
+    // The Python callbacks' `path` argument: the same handler registered twice.
+    let handler = |x: u32, call: webmesh::CallContext| async move { format!("{} {x}", call.path()) };
+    let (server, url) = start(Server::builder().on("/one", handler).on("/two", handler)).await;
+    let c = Client::connect(&url).await.unwrap();
+    assert_eq!(c.call_path::<String>("/one", &1).await.unwrap(), "/one 1");
+    assert_eq!(c.call_path::<String>("/two", &2).await.unwrap(), "/two 2");
+    // A 0.1.2-style client: no ids, same path.
+    let legacy = Client::builder()
+        .protocol(webmesh::Protocol::Legacy)
+        .connect(&url)
+        .await
+        .unwrap();
+    assert_eq!(legacy.call_path::<String>("/two", &3).await.unwrap(), "/two 3");
+    server.shutdown().await;
 }

@@ -210,8 +210,10 @@ impl<'a> Expansion<'a> {
         let ident = &self.func().sig.ident;
         let args = self.h.args.iter().map(|a| match a {
             Arg::Payload(_) => quote!(request),
-            Arg::ConnRef => quote!(&connection),
-            Arg::ConnOwned => quote!(::core::clone::Clone::clone(&connection)),
+            Arg::ConnRef => quote!(call.connection()),
+            Arg::ConnOwned => quote!(::core::clone::Clone::clone(call.connection())),
+            Arg::CallRef => quote!(&call),
+            Arg::CallOwned => quote!(::core::clone::Clone::clone(&call)),
         });
         let mut invoke = quote!(super::#ident(#(#args),*));
         if self.func().sig.asyncness.is_some() {
@@ -232,13 +234,13 @@ impl<'a> Expansion<'a> {
                 impl #krate::Serve for Route {
                     fn serve(
                         request: #request,
-                        connection: #krate::Connection,
+                        call: #krate::CallContext,
                     ) -> impl ::core::future::Future<
                         Output = ::core::result::Result<#response, #error>,
                     > + ::core::marker::Send {
                         async move {
                             #unused
-                            let _ = &connection;
+                            let _ = &call;
                             #body
                         }
                     }

@@ -15,6 +15,10 @@ pub(crate) enum Arg {
     ConnRef,
     /// `Connection` (a clone).
     ConnOwned,
+    /// `&CallContext`.
+    CallRef,
+    /// `CallContext` (a clone).
+    CallOwned,
 }
 
 /// What the handler returns.
@@ -105,7 +109,7 @@ pub(crate) fn check(mut attr: RouteAttr, func: ItemFn) -> syn::Result<Handler> {
 
     let mut args = Vec::new();
     let mut payload_pat: Option<&Pat> = None;
-    let mut conn_seen = false;
+    let mut seen: Vec<&'static str> = Vec::new();
     for input in &sig.inputs {
         let typed = match input {
             FnArg::Receiver(r) => {
@@ -118,15 +122,19 @@ pub(crate) fn check(mut attr: RouteAttr, func: ItemFn) -> syn::Result<Handler> {
             FnArg::Typed(t) => t,
         };
         match classify(&typed.ty) {
-            Ok(Some(conn)) => {
-                if conn_seen {
+            Ok(Some(extra)) => {
+                let what = match extra {
+                    Arg::ConnRef | Arg::ConnOwned => "the connection",
+                    _ => "the call context",
+                };
+                if seen.contains(&what) {
                     errors.push(syn::Error::new_spanned(
                         &typed.pat,
-                        "the connection is taken twice",
+                        format!("{what} is taken twice"),
                     ));
                 }
-                conn_seen = true;
-                args.push(conn);
+                seen.push(what);
+                args.push(extra);
             }
             Ok(None) => {
                 if let Some(first) = payload_pat {
@@ -180,26 +188,36 @@ fn last_ident(ty: &Type) -> Option<&syn::PathSegment> {
 
 /// `Some` for a connection argument, `None` for the payload.
 fn classify(ty: &Type) -> syn::Result<Option<Arg>> {
-    let is_conn = |t: &Type| last_ident(t).is_some_and(|s| s.ident == "Connection");
+    let named = |t: &Type, name: &str| last_ident(t).is_some_and(|s| s.ident == name);
     match ty {
-        Type::Reference(r) if is_conn(&r.elem) => match &r.mutability {
-            None => Ok(Some(Arg::ConnRef)),
-            Some(m) => Err(syn::Error::new_spanned(
-                m,
-                "unsupported argument type `&mut Connection`: take `&Connection` (it is shared)",
-            )),
-        },
+        Type::Reference(r) if named(&r.elem, "Connection") || named(&r.elem, "CallContext") => {
+            let conn = named(&r.elem, "Connection");
+            match &r.mutability {
+                None if conn => Ok(Some(Arg::ConnRef)),
+                None => Ok(Some(Arg::CallRef)),
+                Some(m) => Err(syn::Error::new_spanned(
+                    m,
+                    if conn {
+                        "unsupported argument type `&mut Connection`: take `&Connection` (it is shared)"
+                    } else {
+                        "unsupported argument type `&mut CallContext`: take `&CallContext`"
+                    },
+                )),
+            }
+        }
         Type::Reference(r) => Err(syn::Error::new_spanned(
             r,
             "unsupported argument type: the payload is taken by value (an owned type that \
-             implements `Deserialize`); the only reference allowed is `&Connection`",
+             implements `Deserialize`); the only references allowed are `&Connection` and \
+             `&CallContext`",
         )),
         Type::ImplTrait(t) => Err(syn::Error::new_spanned(
             t,
             "unsupported argument type `impl Trait`: the payload must be a concrete type",
         )),
         Type::Infer(t) => Err(syn::Error::new_spanned(t, "the payload type must be written out")),
-        t if is_conn(t) => Ok(Some(Arg::ConnOwned)),
+        t if named(t, "Connection") => Ok(Some(Arg::ConnOwned)),
+        t if named(t, "CallContext") => Ok(Some(Arg::CallOwned)),
         _ => Ok(None),
     }
 }

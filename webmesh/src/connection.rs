@@ -217,6 +217,59 @@ impl fmt::Debug for Connection {
     }
 }
 
+/// What a handler may want to know about the call it serves: the path it came on (a handler
+/// registered on several paths can tell them apart, as the Python callbacks' `path` argument
+/// does), its correlation id, and the connection.
+///
+/// A `#[webmesh::route]` function takes it as `&CallContext` or `CallContext`; a closure as its
+/// second argument.
+#[derive(Clone)]
+pub struct CallContext {
+    frame: webmesh_codec::Frame,
+    connection: Connection,
+}
+
+impl CallContext {
+    pub(crate) fn new(frame: webmesh_codec::Frame, connection: Connection) -> Self {
+        CallContext { frame, connection }
+    }
+
+    /// The path the call came on.
+    pub fn path(&self) -> &str {
+        self.frame.path()
+    }
+
+    /// The caller's correlation id; `None` for a call that expects no answer (an emit) and for
+    /// 0.1.2 peers, which have no ids.
+    pub fn id(&self) -> Option<u64> {
+        (self.frame.kind() == webmesh_codec::Kind::Call).then(|| self.frame.id())
+    }
+
+    /// True when the caller waits for an answer (a v1 call, or any 0.1.2 request, which gets one
+    /// unless the value is null).
+    pub fn expects_answer(&self) -> bool {
+        matches!(
+            self.frame.kind(),
+            webmesh_codec::Kind::Call | webmesh_codec::Kind::Legacy
+        )
+    }
+
+    /// The connection the call came on.
+    pub fn connection(&self) -> &Connection {
+        &self.connection
+    }
+}
+
+impl fmt::Debug for CallContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallContext")
+            .field("path", &self.path())
+            .field("id", &self.id())
+            .field("connection", &self.connection)
+            .finish()
+    }
+}
+
 /// A map from type to value: per-connection state.
 ///
 /// Values live behind a mutex: reach them with [`with`](Self::with) (in place) or

@@ -68,7 +68,7 @@ pub use client::{
     DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
 };
 pub use codec::Framing;
-pub use connection::{Connection, Extensions};
+pub use connection::{CallContext, Connection, Extensions};
 pub use error::{CallError, Error, Result};
 pub use route::{NoError, Route};
 #[cfg(feature = "server")]

@@ -35,6 +35,11 @@ pub async fn e(conn: Connection, n: u64) -> Result<u64, String> {
     Ok(conn.id() + n)
 }
 
+#[webmesh::route("/g")]
+pub fn g(call: &webmesh::CallContext, n: u8, conn: Connection) -> String {
+    format!("{} {n} {}", call.path(), conn.id())
+}
+
 #[webmesh::route("/f")]
 fn private_fn_private_type(p: Private) -> Private {
     p

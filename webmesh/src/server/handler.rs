@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use webmesh_codec::{code, Frame, FrameEncoder, WireMessage};
 
-use crate::connection::Connection;
+use crate::connection::{CallContext, Connection};
 use crate::error::Error;
 use crate::route::{NoError, Route};
 
@@ -103,7 +103,7 @@ pub(crate) type Erased = Arc<dyn Fn(Dispatch) -> BoxFuture<Option<WireMessage>> 
 
 fn erase<T, R, E, F, Fut>(f: F) -> Erased
 where
-    F: Fn(T, Connection) -> Fut + Send + Sync + 'static,
+    F: Fn(T, CallContext) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<R, E>> + Send + 'static,
     T: DeserializeOwned + Send + 'static,
     R: Serialize + Send + 'static,
@@ -120,7 +120,8 @@ where
         Ok(request) => {
             // A span per call when debug logging is on; next to nothing when it is off.
             let span = tracing::debug_span!("call", path = d.frame.path(), id = d.frame.id());
-            let fut = span.in_scope(|| f(request, d.conn.clone()));
+            let ctx = CallContext::new(d.frame.clone(), d.conn.clone());
+            let fut = span.in_scope(|| f(request, ctx));
             Box::pin(tracing::Instrument::instrument(
                 async move {
                     let outcome = fut.await;
@@ -141,24 +142,25 @@ where
     note = "the server half of `#[webmesh::route]` functions needs webmesh's `server` feature"
 )]
 pub trait Serve: Route {
-    /// Runs the handler.
+    /// Runs the handler for one call.
     fn serve(
         request: Self::Request,
-        connection: Connection,
+        call: CallContext,
     ) -> impl Future<Output = Result<Self::Response, Self::Error>> + Send;
 }
 
 pub(crate) fn erase_route<R: Serve>() -> Erased {
-    erase(|request: R::Request, conn: Connection| R::serve(request, conn))
+    erase(|request: R::Request, call: CallContext| R::serve(request, call))
 }
 
-/// An async closure that can serve a path: `|payload: T| async { .. }` or
-/// `|payload: T, conn: Connection| async { .. }`, whose value is any `Serialize` type.
+/// An async closure that can serve a path: `|payload: T| async { .. }`,
+/// `|payload: T, conn: Connection| async { .. }` or `|payload: T, call: CallContext| async { .. }`,
+/// whose value is any `Serialize` type.
 ///
 /// `Args` only tells the shapes apart; it is inferred.
 #[diagnostic::on_unimplemented(
     message = "this is not a webmesh handler",
-    note = "a handler is an async closure `|payload: T| async move {{ .. }}` or `|payload: T, conn: webmesh::Connection| async move {{ .. }}` with `T: DeserializeOwned` and a `Serialize` value; for `Result` values use `on_fallible`"
+    note = "a handler is an async closure `|payload: T| async move {{ .. }}`, optionally taking `conn: webmesh::Connection` or `call: webmesh::CallContext` second, with `T: DeserializeOwned` and a `Serialize` value; for `Result` values use `on_fallible`"
 )]
 pub trait Handler<Args>: Send + Sync + 'static {
     #[doc(hidden)]
@@ -169,71 +171,58 @@ pub trait Handler<Args>: Send + Sync + 'static {
 #[doc(hidden)]
 pub struct ErasedHandler(pub(crate) Erased);
 
-impl<F, Fut, T> Handler<(T,)> for F
-where
-    F: Fn(T) -> Fut + Send + Sync + 'static,
-    Fut: Future + Send + 'static,
-    Fut::Output: Serialize + Send + 'static,
-    T: DeserializeOwned + Send + 'static,
-{
-    fn into_erased(self) -> ErasedHandler {
-        ErasedHandler(erase(move |t: T, _: Connection| {
-            let fut = self(t);
-            async move { Ok::<_, NoError>(fut.await) }
-        }))
-    }
-}
-
-impl<F, Fut, T> Handler<(T, Connection)> for F
-where
-    F: Fn(T, Connection) -> Fut + Send + Sync + 'static,
-    Fut: Future + Send + 'static,
-    Fut::Output: Serialize + Send + 'static,
-    T: DeserializeOwned + Send + 'static,
-{
-    fn into_erased(self) -> ErasedHandler {
-        ErasedHandler(erase(move |t: T, c: Connection| {
-            let fut = self(t, c);
-            async move { Ok::<_, NoError>(fut.await) }
-        }))
-    }
-}
-
 /// An async closure returning `Result<R, E>`: `Err(e)` reaches a v1 caller as a typed error
 /// (code `handler`, data `e`). Shapes as for [`Handler`].
 #[diagnostic::on_unimplemented(
     message = "this is not a fallible webmesh handler",
-    note = "a fallible handler is an async closure `|payload: T| async move {{ .. }}` (optionally also taking `conn: webmesh::Connection`) returning `Result<R, E>` with `R: Serialize` and `E: Serialize`"
+    note = "a fallible handler is an async closure `|payload: T| async move {{ .. }}` (optionally also taking `conn: webmesh::Connection` or `call: webmesh::CallContext`) returning `Result<R, E>` with `R: Serialize` and `E: Serialize`"
 )]
 pub trait FallibleHandler<Args>: Send + Sync + 'static {
     #[doc(hidden)]
     fn into_erased(self) -> ErasedHandler;
 }
 
-impl<F, Fut, T, R, E> FallibleHandler<(T,)> for F
-where
-    F: Fn(T) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<R, E>> + Send + 'static,
-    T: DeserializeOwned + Send + 'static,
-    R: Serialize + Send + 'static,
-    E: Serialize + Send + 'static,
-{
-    fn into_erased(self) -> ErasedHandler {
-        ErasedHandler(erase(move |t: T, _: Connection| self(t)))
-    }
+/// The three closure shapes: what the second argument is, and how to get it from the call.
+macro_rules! shapes {
+    ($( ($($arg:ident: $ty:ty),*) => |$ctx:ident| ($($val:expr),*) );* $(;)?) => {$(
+        impl<F, Fut, T> Handler<(T, $($ty),*)> for F
+        where
+            F: Fn(T, $($ty),*) -> Fut + Send + Sync + 'static,
+            Fut: Future + Send + 'static,
+            Fut::Output: Serialize + Send + 'static,
+            T: DeserializeOwned + Send + 'static,
+        {
+            fn into_erased(self) -> ErasedHandler {
+                ErasedHandler(erase(move |t: T, $ctx: CallContext| {
+                    let _ = &$ctx;
+                    let fut = self(t, $($val),*);
+                    async move { Ok::<_, NoError>(fut.await) }
+                }))
+            }
+        }
+
+        impl<F, Fut, T, R, E> FallibleHandler<(T, $($ty),*)> for F
+        where
+            F: Fn(T, $($ty),*) -> Fut + Send + Sync + 'static,
+            Fut: Future<Output = Result<R, E>> + Send + 'static,
+            T: DeserializeOwned + Send + 'static,
+            R: Serialize + Send + 'static,
+            E: Serialize + Send + 'static,
+        {
+            fn into_erased(self) -> ErasedHandler {
+                ErasedHandler(erase(move |t: T, $ctx: CallContext| {
+                    let _ = &$ctx;
+                    self(t, $($val),*)
+                }))
+            }
+        }
+    )*};
 }
 
-impl<F, Fut, T, R, E> FallibleHandler<(T, Connection)> for F
-where
-    F: Fn(T, Connection) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<R, E>> + Send + 'static,
-    T: DeserializeOwned + Send + 'static,
-    R: Serialize + Send + 'static,
-    E: Serialize + Send + 'static,
-{
-    fn into_erased(self) -> ErasedHandler {
-        ErasedHandler(erase(self))
-    }
+shapes! {
+    () => |ctx| ();
+    (conn: Connection) => |ctx| (ctx.connection().clone());
+    (call: CallContext) => |ctx| (ctx);
 }
 
 /// A route registered by `#[webmesh::route]` through `inventory`: linking the crate that defines
