@@ -1,16 +1,18 @@
 //! What server and client connections share: WebSocket settings, message conversion, close
 //! codes.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::Sink;
 use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{self, Message};
 use webmesh_codec::{FrameType, Limits, WireMessage};
 
 /// Close codes webmesh sends (RFC 6455 §7.4.1).
@@ -201,5 +203,64 @@ impl Timers {
         }
         let _ = tick.as_mut().poll(cx);
         Poll::Pending
+    }
+}
+
+/// Messages waiting for a WebSocket, and whether what was written still awaits a flush: the
+/// write half that the server and client drivers share.
+#[derive(Default)]
+pub(crate) struct Outbox {
+    pub(crate) queue: VecDeque<Message>,
+    unflushed: bool,
+}
+
+impl Outbox {
+    /// True when something was written and not flushed yet.
+    pub(crate) fn unflushed(&self) -> bool {
+        self.unflushed
+    }
+
+    /// Moves queued messages into `ws` while it takes them; true if any moved.
+    pub(crate) fn poll_write<S>(
+        &mut self,
+        ws: &mut S,
+        cx: &mut Context<'_>,
+    ) -> Result<bool, tungstenite::Error>
+    where
+        S: Sink<Message, Error = tungstenite::Error> + Unpin,
+    {
+        let mut wrote = false;
+        while !self.queue.is_empty() {
+            match Pin::new(&mut *ws).poll_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    let Some(msg) = self.queue.pop_front() else { break };
+                    Pin::new(&mut *ws).start_send(msg)?;
+                    self.unflushed = true;
+                    wrote = true;
+                }
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => break,
+            }
+        }
+        Ok(wrote)
+    }
+
+    /// Flushes what was written, if anything; true once nothing awaits a flush.
+    pub(crate) fn poll_flush<S>(
+        &mut self,
+        ws: &mut S,
+        cx: &mut Context<'_>,
+    ) -> Result<bool, tungstenite::Error>
+    where
+        S: Sink<Message, Error = tungstenite::Error> + Unpin,
+    {
+        if self.unflushed {
+            match Pin::new(&mut *ws).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.unflushed = false,
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => {}
+            }
+        }
+        Ok(!self.unflushed)
     }
 }

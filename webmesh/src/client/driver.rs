@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{Sink, Stream};
+use futures_util::Stream;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -71,8 +71,7 @@ pub(super) struct Driver {
     timers: Timers,
     by_id: HashMap<u64, Waiter>,
     by_path: HashMap<String, VecDeque<(u64, Waiter)>>,
-    out: VecDeque<Message>,
-    unflushed: bool,
+    outbox: transport::Outbox,
     since_sweep: u32,
     /// Set once we asked to close: wait for the server's close answer.
     closing: bool,
@@ -97,8 +96,7 @@ impl Driver {
             timers: Timers::new(keepalive, None),
             by_id: HashMap::new(),
             by_path: HashMap::new(),
-            out: VecDeque::new(),
-            unflushed: false,
+            outbox: transport::Outbox::default(),
             since_sweep: 0,
             closing: false,
         }
@@ -148,8 +146,7 @@ impl Driver {
                 Some(ws) => {
                     self.ws = ws;
                     self.timers = Timers::new(self.keepalive, None);
-                    self.out.clear();
-                    self.unflushed = false;
+                    self.outbox = transport::Outbox::default();
                     state.send_replace(ConnectionState::Connected);
                     tracing::info!(url = %self.dialer.url, "reconnected");
                 }
@@ -237,7 +234,7 @@ impl Driver {
     fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<End> {
         loop {
             match self.timers.poll(cx) {
-                Poll::Ready(Liveness::Ping) => self.out.push_front(Message::Ping(Bytes::new())),
+                Poll::Ready(Liveness::Ping) => self.outbox.queue.push_front(Message::Ping(Bytes::new())),
                 Poll::Ready(Liveness::Dead) => {
                     return Poll::Ready(End::Dropped(
                         "keepalive timeout: the server stopped answering pings".into(),
@@ -250,7 +247,7 @@ impl Driver {
                 Err(reason) => return Poll::Ready(End::Dropped(reason)),
             };
             if !self.closing {
-                while self.out.len() < OUT_HIGH {
+                while self.outbox.queue.len() < OUT_HIGH {
                     match self.rx.poll_recv(cx) {
                         Poll::Ready(Some(cmd)) => {
                             progress = true;
@@ -320,7 +317,7 @@ impl Driver {
             Command::Call { id, msg, waiter } => {
                 self.sweep();
                 self.by_id.insert(id, waiter);
-                self.out.push_back(msg);
+                self.outbox.queue.push_back(msg);
             }
             Command::LegacyCall {
                 id,
@@ -330,9 +327,9 @@ impl Driver {
             } => {
                 self.sweep();
                 self.by_path.entry(path).or_default().push_back((id, waiter));
-                self.out.push_back(msg);
+                self.outbox.queue.push_back(msg);
             }
-            Command::Send(msg) => self.out.push_back(msg),
+            Command::Send(msg) => self.outbox.queue.push_back(msg),
             Command::Forget { id, path: None } => {
                 self.by_id.remove(&id);
             }
@@ -345,7 +342,8 @@ impl Driver {
                 }
             }
             Command::Close(code, reason) => {
-                self.out
+                self.outbox
+                    .queue
                     .push_back(Message::Close(Some(transport::close_frame(code, &reason))));
                 self.closing = true;
             }
@@ -407,7 +405,7 @@ impl Driver {
                 if let Ok(Some(m)) =
                     encoder.error_plain(frame.id(), code::NOT_FOUND, "this client serves no routes")
                 {
-                    self.out.push_back(transport::to_message(m));
+                    self.outbox.queue.push_back(transport::to_message(m));
                 }
             }
             Kind::Cancel => {}
@@ -416,7 +414,7 @@ impl Driver {
                     if let Ok(Some(m)) =
                         encoder.error_plain(frame.id(), code::UNSUPPORTED, "unsupported frame kind")
                     {
-                        self.out.push_back(transport::to_message(m));
+                        self.outbox.queue.push_back(transport::to_message(m));
                     }
                 }
             }
@@ -438,33 +436,16 @@ impl Driver {
     }
 
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Result<bool, String> {
-        let mut wrote = false;
-        while !self.out.is_empty() {
-            match Pin::new(&mut self.ws).poll_ready(cx) {
-                Poll::Ready(Ok(())) => {
-                    let Some(msg) = self.out.pop_front() else { break };
-                    Pin::new(&mut self.ws)
-                        .start_send(msg)
-                        .map_err(|e| format!("connection lost: {e}"))?;
-                    self.unflushed = true;
-                    wrote = true;
-                }
-                Poll::Ready(Err(e)) => return Err(format!("connection lost: {e}")),
-                Poll::Pending => break,
-            }
-        }
-        Ok(wrote)
+        self.outbox
+            .poll_write(&mut self.ws, cx)
+            .map_err(|e| format!("connection lost: {e}"))
     }
 
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Result<(), String> {
-        if self.unflushed {
-            match Pin::new(&mut self.ws).poll_flush(cx) {
-                Poll::Ready(Ok(())) => self.unflushed = false,
-                Poll::Ready(Err(e)) => return Err(format!("connection lost: {e}")),
-                Poll::Pending => {}
-            }
-        }
-        Ok(())
+        self.outbox
+            .poll_flush(&mut self.ws, cx)
+            .map(drop)
+            .map_err(|e| format!("connection lost: {e}"))
     }
 }
 

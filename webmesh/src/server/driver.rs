@@ -6,7 +6,6 @@
 //! this same task, so slow handlers do not hold up the others on the connection. Everything that
 //! became readable is processed before one flush, so a burst of calls costs one write.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -15,7 +14,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::stream::FuturesUnordered;
-use futures_util::{Sink, Stream, StreamExt};
+use futures_util::{Stream, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -78,8 +77,7 @@ pub(super) struct Driver {
     shared: Arc<Shared>,
     rx: mpsc::Receiver<Message>,
     handlers: FuturesUnordered<Running>,
-    out: VecDeque<Message>,
-    unflushed: bool,
+    outbox: transport::Outbox,
     write_failed: bool,
     timers: transport::Timers,
 }
@@ -99,8 +97,7 @@ impl Driver {
             shared,
             rx,
             handlers: FuturesUnordered::new(),
-            out: VecDeque::new(),
-            unflushed: false,
+            outbox: transport::Outbox::default(),
             write_failed: false,
         }
     }
@@ -128,7 +125,7 @@ impl Driver {
         // answers are dropped: it reads nothing).
         if matches!(stop, Stop::Stalled | Stop::Dead) {
             self.write_failed = true;
-            self.out.clear();
+            self.outbox.queue.clear();
         }
         let timeout = self.shared.shutdown_timeout;
         let drained = tokio::time::timeout(timeout, std::future::poll_fn(|cx| self.poll_drain(cx))).await;
@@ -173,11 +170,13 @@ impl Driver {
     fn poll_serve(&mut self, cx: &mut Context<'_>) -> Poll<Stop> {
         loop {
             match self.timers.poll(cx) {
-                Poll::Ready(transport::Liveness::Ping) => self.out.push_front(Message::Ping(Bytes::new())),
+                Poll::Ready(transport::Liveness::Ping) => {
+                    self.outbox.queue.push_front(Message::Ping(Bytes::new()))
+                }
                 Poll::Ready(transport::Liveness::Dead) => return Poll::Ready(Stop::Dead),
                 Poll::Ready(transport::Liveness::Stalled) => {
                     tracing::warn!(
-                        queued = self.out.len(),
+                        queued = self.outbox.queue.len(),
                         "peer is not reading its messages: disconnecting"
                     );
                     return Poll::Ready(Stop::Stalled);
@@ -190,7 +189,8 @@ impl Driver {
             if self.write_failed {
                 return Poll::Ready(Stop::PeerGone);
             }
-            if self.out.len() < self.shared.outbound_queue && self.handlers.len() < self.shared.max_in_flight
+            if self.outbox.queue.len() < self.shared.outbound_queue
+                && self.handlers.len() < self.shared.max_in_flight
             {
                 match Pin::new(&mut self.ws).poll_next(cx) {
                     Poll::Ready(None) => return Poll::Ready(Stop::PeerGone),
@@ -213,7 +213,7 @@ impl Driver {
                     return Poll::Ready(Stop::PeerGone);
                 }
                 // Blocked with something to send: the stall timer runs until writing moves again.
-                if !self.out.is_empty() || self.unflushed {
+                if !self.outbox.queue.is_empty() || self.outbox.unflushed() {
                     self.timers.blocked(cx);
                 }
                 return Poll::Pending;
@@ -226,9 +226,9 @@ impl Driver {
             let mut progress = self.poll_write(cx);
             self.poll_outbound(cx, &mut progress);
             self.poll_handlers(cx, &mut progress);
-            if self.handlers.is_empty() && (self.out.is_empty() || self.write_failed) {
+            if self.handlers.is_empty() && (self.outbox.queue.is_empty() || self.write_failed) {
                 self.poll_flush(cx);
-                return if self.unflushed && !self.write_failed {
+                return if self.outbox.unflushed() && !self.write_failed {
                     Poll::Pending
                 } else {
                     Poll::Ready(())
@@ -243,47 +243,39 @@ impl Driver {
 
     /// Moves queued messages into the socket while it takes them.
     fn poll_write(&mut self, cx: &mut Context<'_>) -> bool {
-        let mut wrote = false;
-        while !self.out.is_empty() && !self.write_failed {
-            match Pin::new(&mut self.ws).poll_ready(cx) {
-                Poll::Ready(Ok(())) => {
-                    let Some(msg) = self.out.pop_front() else { break };
-                    if Pin::new(&mut self.ws).start_send(msg).is_err() {
-                        self.write_failed = true;
-                    }
-                    self.unflushed = true;
-                    wrote = true;
-                    self.timers.unblocked();
+        let wrote = !self.write_failed
+            && match self.outbox.poll_write(&mut self.ws, cx) {
+                Ok(wrote) => wrote,
+                Err(_) => {
+                    self.write_failed = true;
+                    false
                 }
-                Poll::Ready(Err(_)) => self.write_failed = true,
-                Poll::Pending => break,
-            }
+            };
+        if wrote {
+            self.timers.unblocked();
         }
         if self.write_failed {
-            self.out.clear();
+            self.outbox.queue.clear();
         }
         wrote
     }
 
     fn poll_flush(&mut self, cx: &mut Context<'_>) {
-        if self.unflushed && !self.write_failed {
-            match Pin::new(&mut self.ws).poll_flush(cx) {
-                Poll::Ready(Ok(())) => {
-                    self.unflushed = false;
-                    self.timers.unblocked();
-                }
-                Poll::Ready(Err(_)) => self.write_failed = true,
-                Poll::Pending => {}
+        if self.outbox.unflushed() && !self.write_failed {
+            match self.outbox.poll_flush(&mut self.ws, cx) {
+                Ok(true) => self.timers.unblocked(),
+                Ok(false) => {}
+                Err(_) => self.write_failed = true,
             }
         }
     }
 
     /// Takes pushes and close requests from other tasks.
     fn poll_outbound(&mut self, cx: &mut Context<'_>, progress: &mut bool) {
-        while self.out.len() < self.shared.outbound_queue {
+        while self.outbox.queue.len() < self.shared.outbound_queue {
             match self.rx.poll_recv(cx) {
                 Poll::Ready(Some(m)) => {
-                    self.out.push_back(m);
+                    self.outbox.queue.push_back(m);
                     *progress = true;
                 }
                 Poll::Ready(None) | Poll::Pending => break,
@@ -295,7 +287,7 @@ impl Driver {
         while let Poll::Ready(Some(answer)) = self.handlers.poll_next_unpin(cx) {
             *progress = true;
             if let Some(m) = answer {
-                self.out.push_back(transport::to_message(m));
+                self.outbox.queue.push_back(transport::to_message(m));
             }
         }
     }
@@ -367,7 +359,7 @@ impl Driver {
 
     fn queue(&mut self, answer: Result<Option<WireMessage>, CodecError>) {
         match answer {
-            Ok(Some(m)) => self.out.push_back(transport::to_message(m)),
+            Ok(Some(m)) => self.outbox.queue.push_back(transport::to_message(m)),
             Ok(None) => {}
             Err(e) => tracing::error!(error = %e, "cannot encode an answer"),
         }
