@@ -198,16 +198,21 @@ impl webmesh::Route for EchoRoute {
     type Error = webmesh::NoError;
 }
 
+/// The runtime the client side of a crash test runs on (the server has its own).
+fn client_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// One call of the load: its result and how long it took.
 type Outcome = (Result<u64, String>, Duration);
 
 #[test]
 fn reconnecting_client_survives_a_server_crash_under_load() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = client_runtime();
     let headers: Arc<Mutex<Vec<String>>> = Arc::default();
     let mut server = Crashable::start(0, headers.clone());
     let port = server.port;
@@ -305,11 +310,7 @@ fn reconnecting_client_survives_a_server_crash_under_load() {
 
 #[test]
 fn idempotent_calls_wait_for_the_reconnection_and_calls_meanwhile_fail_fast() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = client_runtime();
     let headers: Arc<Mutex<Vec<String>>> = Arc::default();
     let mut server = Crashable::start(0, headers.clone());
     let port = server.port;
@@ -350,11 +351,7 @@ fn idempotent_calls_wait_for_the_reconnection_and_calls_meanwhile_fail_fast() {
 
 #[test]
 fn giving_up_after_max_attempts_closes_for_good() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = client_runtime();
     let mut server = Crashable::start(0, Arc::default());
     let client = rt
         .block_on(
