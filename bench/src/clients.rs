@@ -216,6 +216,52 @@ pub(crate) fn raw_config() -> tokio_tungstenite::tungstenite::protocol::WebSocke
         .max_frame_size(Some(MAX_MESSAGE))
 }
 
+/// Messages waiting for a raw socket, and whether a flush is owed: the write half of the
+/// one-task raw echo, server and client.
+#[derive(Default)]
+pub(crate) struct RawOut {
+    pub(crate) queue: VecDeque<Message>,
+    unflushed: bool,
+}
+
+impl RawOut {
+    /// Moves queued messages into `ws` while it takes them; `Ok(true)` if any moved.
+    pub(crate) fn poll_write<S>(&mut self, ws: &mut S, cx: &mut std::task::Context<'_>) -> Result<bool, ()>
+    where
+        S: Sink<Message> + Unpin,
+    {
+        let mut wrote = false;
+        while !self.queue.is_empty() {
+            match Pin::new(&mut *ws).poll_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    let Some(m) = self.queue.pop_front() else { break };
+                    Pin::new(&mut *ws).start_send(m).map_err(drop)?;
+                    self.unflushed = true;
+                    wrote = true;
+                }
+                Poll::Ready(Err(_)) => return Err(()),
+                Poll::Pending => break,
+            }
+        }
+        Ok(wrote)
+    }
+
+    /// Flushes if anything was written since the last flush.
+    pub(crate) fn poll_flush<S>(&mut self, ws: &mut S, cx: &mut std::task::Context<'_>) -> Result<(), ()>
+    where
+        S: Sink<Message> + Unpin,
+    {
+        if self.unflushed {
+            match Pin::new(&mut *ws).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.unflushed = false,
+                Poll::Ready(Err(_)) => return Err(()),
+                Poll::Pending => {}
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A pipelining raw WebSocket client: one task owns the socket (as webmesh's client driver does);
 /// callers hand it their message and a oneshot; the echo answers in order, so a FIFO pairs them.
 pub(crate) struct RawClient {
@@ -234,34 +280,23 @@ impl RawClient {
         let (tx, mut rx) = mpsc::unbounded_channel::<(Bytes, oneshot::Sender<Bytes>)>();
         tokio::spawn(async move {
             let mut waiting: VecDeque<oneshot::Sender<Bytes>> = VecDeque::new();
-            let mut out: VecDeque<Message> = VecDeque::new();
-            let mut unflushed = false;
+            let mut out = RawOut::default();
             std::future::poll_fn(|cx| loop {
                 let mut progress = false;
-                while out.len() < 256 {
+                while out.queue.len() < 256 {
                     match rx.poll_recv(cx) {
                         Poll::Ready(Some((b, w))) => {
                             waiting.push_back(w);
-                            out.push_back(Message::Binary(b));
+                            out.queue.push_back(Message::Binary(b));
                             progress = true;
                         }
                         Poll::Ready(None) => return Poll::Ready(()),
                         Poll::Pending => break,
                     }
                 }
-                while !out.is_empty() {
-                    match Pin::new(&mut ws).poll_ready(cx) {
-                        Poll::Ready(Ok(())) => {
-                            let m = out.pop_front().expect("not empty");
-                            if Pin::new(&mut ws).start_send(m).is_err() {
-                                return Poll::Ready(());
-                            }
-                            unflushed = true;
-                            progress = true;
-                        }
-                        Poll::Ready(Err(_)) => return Poll::Ready(()),
-                        Poll::Pending => break,
-                    }
+                match out.poll_write(&mut ws, cx) {
+                    Ok(wrote) => progress |= wrote,
+                    Err(()) => return Poll::Ready(()),
                 }
                 match Pin::new(&mut ws).poll_next(cx) {
                     Poll::Ready(Some(Ok(Message::Binary(b)))) => {
@@ -275,12 +310,8 @@ impl RawClient {
                     Poll::Pending => {}
                 }
                 if !progress {
-                    if unflushed {
-                        match Pin::new(&mut ws).poll_flush(cx) {
-                            Poll::Ready(Ok(())) => unflushed = false,
-                            Poll::Ready(Err(_)) => return Poll::Ready(()),
-                            Poll::Pending => {}
-                        }
+                    if out.poll_flush(&mut ws, cx).is_err() {
+                        return Poll::Ready(());
                     }
                     return Poll::Pending;
                 }

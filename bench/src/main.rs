@@ -223,18 +223,9 @@ async fn orchestrate(o: &Options) -> Result<(), String> {
     };
     let workloads = [
         Workload::Sequential,
-        Workload::InFlight {
-            conns: 1,
-            per_conn: 64,
-        },
-        Workload::InFlight {
-            conns: 16,
-            per_conn: 16,
-        },
-        Workload::Large {
-            conns: 1,
-            per_conn: 64,
-        },
+        Workload::ONE_BY_64,
+        Workload::SIXTEEN_BY_16,
+        Workload::LARGE,
         Workload::Idle { conns: o.idle },
     ];
     println!("# webmesh-rs benchmark");
@@ -390,14 +381,5 @@ fn python_reference(o: &Options, inputs: &Inputs) -> Result<Vec<(Workload, Vec<S
         });
     }
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(vec![
-        (Workload::Sequential, seq),
-        (
-            Workload::Large {
-                conns: 1,
-                per_conn: 64,
-            },
-            big,
-        ),
-    ])
+    Ok(vec![(Workload::Sequential, seq), (Workload::LARGE, big)])
 }

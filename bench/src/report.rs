@@ -145,16 +145,7 @@ pub(crate) fn targets(tables: &[(Workload, Vec<Row>)], large_bytes: usize) {
         0.9,
         true,
     );
-    for w in [
-        Workload::InFlight {
-            conns: 1,
-            per_conn: 64,
-        },
-        Workload::InFlight {
-            conns: 16,
-            per_conn: 16,
-        },
-    ] {
+    for w in [Workload::ONE_BY_64, Workload::SIXTEEN_BY_16] {
         check(
             format!("{}: webmesh ÷ raw", w.title()),
             ratio(get(w, wm), get(w, "raw")),
@@ -168,10 +159,7 @@ pub(crate) fn targets(tables: &[(Workload, Vec<Row>)], large_bytes: usize) {
             true,
         );
     }
-    let large = Workload::Large {
-        conns: 1,
-        per_conn: 64,
-    };
+    let large = Workload::LARGE;
     check(
         "64 KiB: webmesh ÷ jsonrpsee MiB/s".into(),
         ratio(get(large, wm), get(large, "jsonrpsee")),

@@ -2,11 +2,10 @@
 
 use std::io::BufRead;
 
-use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::Poll;
 
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use futures_util::{SinkExt, Stream, StreamExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -63,29 +62,18 @@ async fn raw_echo() -> Result<u16, String> {
                 let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(tcp, Some(config)).await else {
                     return;
                 };
-                let mut out: VecDeque<Message> = VecDeque::new();
-                let mut unflushed = false;
+                let mut out = crate::clients::RawOut::default();
                 let _ = std::future::poll_fn(|cx| loop {
                     let mut progress = false;
-                    while !out.is_empty() {
-                        match Pin::new(&mut ws).poll_ready(cx) {
-                            Poll::Ready(Ok(())) => {
-                                let m = out.pop_front().expect("not empty");
-                                if Pin::new(&mut ws).start_send(m).is_err() {
-                                    return Poll::Ready(());
-                                }
-                                unflushed = true;
-                                progress = true;
-                            }
-                            Poll::Ready(Err(_)) => return Poll::Ready(()),
-                            Poll::Pending => break,
-                        }
+                    match out.poll_write(&mut ws, cx) {
+                        Ok(wrote) => progress |= wrote,
+                        Err(()) => return Poll::Ready(()),
                     }
-                    if out.len() < 256 {
+                    if out.queue.len() < 256 {
                         match Pin::new(&mut ws).poll_next(cx) {
                             Poll::Ready(Some(Ok(m))) => {
                                 if m.is_binary() || m.is_text() {
-                                    out.push_back(m);
+                                    out.queue.push_back(m);
                                 }
                                 progress = true;
                             }
@@ -94,12 +82,8 @@ async fn raw_echo() -> Result<u16, String> {
                         }
                     }
                     if !progress {
-                        if unflushed {
-                            match Pin::new(&mut ws).poll_flush(cx) {
-                                Poll::Ready(Ok(())) => unflushed = false,
-                                Poll::Ready(Err(_)) => return Poll::Ready(()),
-                                Poll::Pending => {}
-                            }
+                        if out.poll_flush(&mut ws, cx).is_err() {
+                            return Poll::Ready(());
                         }
                         return Poll::Pending;
                     }

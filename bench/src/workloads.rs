@@ -22,6 +22,22 @@ pub(crate) enum Workload {
 }
 
 impl Workload {
+    /// Small calls, one connection with 64 in flight.
+    pub(crate) const ONE_BY_64: Workload = Workload::InFlight {
+        conns: 1,
+        per_conn: 64,
+    };
+    /// Small calls, 16 connections with 16 in flight each.
+    pub(crate) const SIXTEEN_BY_16: Workload = Workload::InFlight {
+        conns: 16,
+        per_conn: 16,
+    };
+    /// 64 KiB calls, one connection with 64 in flight.
+    pub(crate) const LARGE: Workload = Workload::Large {
+        conns: 1,
+        per_conn: 64,
+    };
+
     /// A short name for `--workload`.
     pub(crate) fn key(self) -> String {
         match self {
