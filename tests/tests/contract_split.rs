@@ -1,6 +1,9 @@
 //! The contract-crate pattern: the client binary's dependency graph has neither webmesh's server
-//! half nor the contract's server-only dependency. (`.ci/run` also builds `example-client` on its
-//! own, which compiles the contract without its handler bodies.)
+//! half nor the contract's server half or server-only dependency. (`.ci/run` also builds
+//! `example-client` on its own, which compiles the contract without its handler bodies, and
+//! `example-client` with `quickstart`, which turns on `webmesh/server`: the contract's split is
+//! its own feature, so that mix builds too. `tests/ui/correct/server_half_off.rs` proves that a
+//! route's body is not compiled without its `server_feature`.)
 
 use std::process::Command;
 
@@ -32,6 +35,10 @@ fn client_graph_has_no_server_half() {
     assert!(
         !features.contains("webmesh feature \"server\""),
         "webmesh's server feature is on in the client:\n{features}"
+    );
+    assert!(
+        !features.contains("example-contract feature \"server\""),
+        "the contract's server half is on in the client:\n{features}"
     );
 }
 

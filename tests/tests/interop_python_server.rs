@@ -125,7 +125,7 @@ async fn against_python(codec_name: &str, codec: AnyCodec) {
     let short = c.with_timeout(Some(Duration::from_millis(300)));
     assert!(matches!(
         short.call_path::<u8>("/error", &1).await,
-        Err(Error::Timeout(_))
+        Err(Error::CallTimeout { .. })
     ));
     assert_eq!(
         c.call_path::<String>("/echo", &"still fine").await.unwrap(),
@@ -153,7 +153,7 @@ async fn v1_only_client_refuses_a_python_server() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::Handshake(ref m) if m.contains("v1")),
+        matches!(err, Error::Handshake { ref reason, .. } if reason.contains("v1")),
         "{err}"
     );
 }
@@ -169,4 +169,53 @@ fn blocking_client_to_python_server() {
     });
     assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), 7);
     c.close();
+}
+
+/// Calls `path` with `value` until the path is no longer blocked by an owed reply (bounded).
+async fn call_when_free(c: &Client, path: &str, value: &Value) -> Value {
+    for _ in 0..500 {
+        match c.call_path::<Value>(path, value).await {
+            Err(Error::StaleReplyPending { path: p }) => {
+                assert_eq!(p, path);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            other => return other.unwrap(),
+        }
+    }
+    panic!("{path} stayed blocked");
+}
+
+/// Issue 9, point 4: replies of a 0.1.2 server carry no id. The late reply of a timed-out call
+/// must not be handed to the next call on that path (before the fix, that call got it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_9_a_late_reply_is_never_handed_to_another_call() {
+    let py = PyServer::start("msgpack");
+    let c = Client::connect(&py.url()).await.unwrap();
+    let short = c.with_timeout(Some(Duration::from_millis(200)));
+    match short.call_path::<f64>("/sleep", &0.8).await {
+        Err(Error::CallTimeout { path, .. }) => assert_eq!(path, "/sleep"),
+        other => panic!("expected the call to time out: {other:?}"),
+    }
+    // The reply to the timed-out call is still owed: a new call on the path fails at once,
+    // with an error that says why, instead of receiving 0.8.
+    match c.call_path::<f64>("/sleep", &0.01).await {
+        Err(e @ Error::StaleReplyPending { .. }) => {
+            assert!(e.to_string().contains("/sleep"), "{e}")
+        }
+        other => panic!("expected the path to be blocked: {other:?}"),
+    }
+    // Other paths are not affected.
+    assert_eq!(c.call_path::<String>("/echo", &"other").await.unwrap(), "other");
+    // Once the late reply has arrived (and been dropped), the path serves calls again, each
+    // with its own answer.
+    let got = call_when_free(&c, "/sleep", &Value::from(0.01)).await;
+    assert_eq!(got, Value::from(0.01));
+    assert_eq!(c.call_path::<f64>("/sleep", &0.02).await.unwrap(), 0.02);
+
+    // An emit is answered by 0.1.2 when its callback returns a value: that answer is owed too,
+    // and never reaches the next call.
+    c.emit_path("/echo", &"emitted").await.unwrap();
+    let got = call_when_free(&c, "/echo", &Value::from("called")).await;
+    assert_eq!(got, Value::from("called"));
+    c.close().await;
 }

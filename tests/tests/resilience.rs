@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
-use webmesh::{CallError, Client, Connection, ConnectionState, Error, Keepalive, Reconnect, Server, Value};
+use webmesh::{
+    CallError, Client, CloseKind, Connection, ConnectionState, Error, Keepalive, Reconnect, Server, Value,
+};
 use webmesh_tests::{eventually, start};
 
 fn ms(n: u64) -> Duration {
@@ -68,7 +70,10 @@ async fn client_keepalive_fails_calls_to_a_server_that_vanished() {
         .await
         .expect("the keepalive ends the call");
     match r {
-        Err(Error::Closed(reason)) => assert!(reason.contains("keepalive"), "{reason}"),
+        Err(Error::Closed {
+            kind: CloseKind::Lost,
+            reason,
+        }) => assert!(reason.contains("keepalive"), "{reason}"),
         other => panic!("expected a closed connection, got {other:?}"),
     }
     assert!(c.is_closed());
@@ -333,7 +338,16 @@ fn idempotent_calls_wait_for_the_reconnection_and_calls_meanwhile_fail_fast() {
     });
     let t = Instant::now();
     let r = rt.block_on(client.call::<EchoRoute>(2));
-    assert!(matches!(r, Err(CallError::Rpc(Error::Closed(_)))), "{r:?}");
+    assert!(
+        matches!(
+            r,
+            Err(CallError::Rpc(Error::Closed {
+                kind: CloseKind::Reconnecting { .. },
+                ..
+            }))
+        ),
+        "{r:?}"
+    );
     assert!(
         t.elapsed() < Duration::from_secs(4),
         "failed fast, took {:?}",
@@ -380,11 +394,17 @@ fn giving_up_after_max_attempts_closes_for_good() {
         .expect("gives up in time")
     });
     match state {
-        ConnectionState::Closed { reason } => assert!(reason.contains("gave up"), "{reason}"),
+        ConnectionState::Closed {
+            kind: CloseKind::GaveUp,
+            reason,
+        } => assert!(reason.contains("gave up"), "{reason}"),
         s => panic!("{s:?}"),
     }
     assert!(matches!(
         rt.block_on(client.call::<EchoRoute>(1)),
-        Err(CallError::Rpc(Error::Closed(_)))
+        Err(CallError::Rpc(Error::Closed {
+            kind: CloseKind::GaveUp,
+            ..
+        }))
     ));
 }

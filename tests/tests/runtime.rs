@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use webmesh::codec::AnyCodec;
-use webmesh::{CallError, Client, Connection, Error, Framing, Protocol, Server};
+use webmesh::{CallError, Client, CloseKind, Connection, Error, Framing, Protocol, Server};
 use webmesh_tests::{eventually, start};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -209,14 +209,18 @@ async fn timeouts_per_client_and_per_call() {
         .await
         .unwrap();
     match sleep_ms::call(&c, 5_000).await {
-        Err(CallError::Rpc(Error::Timeout(d))) => assert_eq!(d, Duration::from_millis(100)),
+        Err(CallError::Rpc(Error::CallTimeout { path, after })) => {
+            assert_eq!((path.as_str(), after), ("/rt/sleep", Duration::from_millis(100)))
+        }
         other => panic!("expected a timeout, got {other:?}"),
     }
     match c
         .call_timeout::<sleep_ms::Route>(5_000, Some(Duration::from_millis(20)))
         .await
     {
-        Err(CallError::Rpc(Error::Timeout(d))) => assert_eq!(d, Duration::from_millis(20)),
+        Err(CallError::Rpc(Error::CallTimeout { after, .. })) => {
+            assert_eq!(after, Duration::from_millis(20))
+        }
         other => panic!("expected a timeout, got {other:?}"),
     }
     // A longer per-call timeout lets a slower call through; the client still works.
@@ -259,11 +263,18 @@ async fn calls_in_flight_fail_at_once_when_the_connection_is_lost() {
         .await
         .expect("the call ends")
         .unwrap();
-    assert!(matches!(r, Err(Error::Closed(_))), "{r:?}");
-    assert!(matches!(
-        c.call_path::<u8>("/forever", &()).await,
-        Err(Error::Closed(_))
-    ));
+    let local = |r: &Result<u8, Error>| {
+        matches!(
+            r,
+            Err(Error::Closed {
+                kind: CloseKind::Local,
+                ..
+            })
+        )
+    };
+    assert!(local(&r), "{r:?}");
+    let after = c.call_path::<u8>("/forever", &()).await;
+    assert!(local(&after), "{after:?}");
     server.shutdown().await;
 }
 
@@ -344,7 +355,7 @@ async fn graceful_shutdown_finishes_calls_in_flight_then_closes() {
     );
     eventually("client sees the close", || c.is_closed()).await;
     assert!(
-        matches!(c.call_path::<i64>("/add", &(1, 1)).await, Err(Error::Closed(reason)) if reason.contains("shutting down"))
+        matches!(c.call_path::<i64>("/add", &(1, 1)).await, Err(Error::Closed { kind: CloseKind::Remote { code: Some(1001) }, reason }) if reason.contains("shutting down"))
     );
     // No new connections.
     assert!(Client::connect(&url).await.is_err());
@@ -405,7 +416,7 @@ async fn legacy_framing_between_rust_peers() {
     // 0.1.2 semantics: no reply for null, so the call ends at its timeout, not never.
     assert!(matches!(
         c.call_path::<Option<u8>>("/none", &1).await,
-        Err(Error::Timeout(_))
+        Err(Error::CallTimeout { .. })
     ));
     // Unknown path: 0.1.2's "Path not found" reply, surfaced as not_found.
     assert!(c.call_path::<u8>("/nope", &1).await.unwrap_err().is_not_found());
@@ -436,7 +447,14 @@ async fn connection_limit_refuses_the_upgrade_with_503() {
     let a = Client::connect(&url).await.unwrap();
     let b = Client::connect(&url).await.unwrap();
     match Client::connect(&url).await {
-        Err(Error::Refused { status: 503, body }) => assert!(body.contains("too many connections"), "{body}"),
+        Err(Error::Refused {
+            status: 503,
+            body,
+            url: refused_url,
+        }) => {
+            assert!(body.contains("too many connections"), "{body}");
+            assert_eq!(refused_url, url, "the error names the URL");
+        }
         other => panic!("expected a 503 refusal, got {other:?}"),
     }
     a.close().await;

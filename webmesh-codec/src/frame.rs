@@ -123,9 +123,8 @@ pub mod code {
     pub const HANDLER: &str = "handler";
     /// The handler panicked or its reply could not be encoded.
     pub const INTERNAL: &str = "internal";
-    /// The peer is at its limit of calls in flight.
-    pub const OVERLOADED: &str = "overloaded";
-    /// The peer is shutting down and takes no new calls.
+    /// The connection is closing (the server shuts down, or closes it): the call did not run,
+    /// so it is safe to send again elsewhere.
     pub const SHUTTING_DOWN: &str = "shutting_down";
     /// The frame kind is not supported by the peer.
     pub const UNSUPPORTED: &str = "unsupported";

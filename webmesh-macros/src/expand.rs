@@ -1,16 +1,23 @@
 //! Expansion: quoting only. Every emitted item has its own generator method; protocol logic lives
 //! in the `webmesh` crate, which the emitted code calls through absolute paths.
+//!
+//! Beside the function, a module of the same name holds only what the macro defines (the marker
+//! type, the path, the stubs), and names the route's types through the marker's `Route` impl.
+//! That impl, the `Serve` impl and the registration sit next to the function, so every type of
+//! the signature resolves exactly where the user wrote it: a payload type named `Route` or
+//! `PATH` cannot be confused with a generated item.
 
 use proc_macro2::{Span, TokenStream};
-use quote::{quote, quote_spanned, ToTokens};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 use syn::ItemFn;
 
 use crate::parse::RouteAttr;
-use crate::validate::{self, Arg, Handler, Ret};
+use crate::validate::{self, Arg, Errors, Handler, Ret};
 
-/// The attribute's entry point: never panics, always returns the user's function (so one
-/// mistake does not cascade into errors wherever the function is used).
+/// The attribute's entry point: never panics, always returns the user's function. On a mistake
+/// it still emits the route's client half where it can, so that uses of `name::call` or
+/// `name::Route` elsewhere do not add a cascade of secondary errors.
 pub(crate) fn route(attr: TokenStream, item: TokenStream) -> TokenStream {
     let func = match syn::parse2::<syn::Item>(item.clone()) {
         Ok(syn::Item::Fn(f)) => f,
@@ -23,24 +30,20 @@ pub(crate) fn route(attr: TokenStream, item: TokenStream) -> TokenStream {
         }
         Err(e) => return with_errors(item, e),
     };
-    let checked = match RouteAttr::parse(attr) {
-        Ok(attr) => validate::check(attr, func.clone()),
-        Err(mut e) => {
-            // Still report the function's own mistakes in the same pass.
-            let placeholder = RouteAttr {
-                path: syn::LitStr::new("/", Span::call_site()),
-                krate: None,
-                errors: None,
-            };
-            if let Err(more) = validate::check(placeholder, func.clone()) {
-                e.combine(more);
-            }
-            Err(e)
+    let mut errors = Errors::default();
+    let attr = RouteAttr::parse(attr).unwrap_or_else(|e| {
+        errors.push(e);
+        RouteAttr::placeholder()
+    });
+    let handler = validate::check(attr, func, &mut errors);
+    let expansion = Expansion::new(&handler);
+    match errors.into_inner() {
+        None => expansion.into_token_stream(),
+        Some(e) => {
+            let mut tokens = expansion.fallback();
+            tokens.extend(e.to_compile_error());
+            tokens
         }
-    };
-    match checked {
-        Ok(h) => Expansion::new(&h).into_token_stream(),
-        Err(e) => with_errors(func.into_token_stream(), e),
     }
 }
 
@@ -87,34 +90,25 @@ fn inner_vis(vis: &syn::Visibility) -> TokenStream {
 
 struct Expansion<'a> {
     h: &'a Handler,
+    /// Visibility of the items inside the generated module.
     vis: TokenStream,
     krate: &'a syn::Path,
-    request: TokenStream,
-    response: TokenStream,
-    error: TokenStream,
+    /// `#[cfg(feature = "..")]` on the server half, or nothing.
+    server_cfg: TokenStream,
 }
 
 impl<'a> Expansion<'a> {
     fn new(h: &'a Handler) -> Self {
-        let krate = &h.krate;
-        // Spanned at the user's types, so a type that is not Serialize/Deserialize is reported
-        // where it is written.
-        let request = match h.payload() {
-            Some(t) => quote_spanned!(t.span()=> #t),
-            None => quote!(()),
-        };
-        let (response, error) = match &h.ret {
-            Ret::Unit => (quote!(()), quote!(#krate::NoError)),
-            Ret::Value(t) => (quote_spanned!(t.span()=> #t), quote!(#krate::NoError)),
-            Ret::Result(t, e) => (quote_spanned!(t.span()=> #t), quote_spanned!(e.span()=> #e)),
+        let server_cfg = match &h.server_feature {
+            // Spanned at the literal: an undeclared feature is reported where it is written.
+            Some(f) => quote_spanned!(f.span()=> #[cfg(feature = #f)]),
+            None => quote!(),
         };
         Expansion {
             h,
             vis: inner_vis(&h.func.vis),
-            krate,
-            request,
-            response,
-            error,
+            krate: &h.krate,
+            server_cfg,
         }
     }
 
@@ -122,72 +116,75 @@ impl<'a> Expansion<'a> {
         &self.h.func
     }
 
+    fn ident(&self) -> &syn::Ident {
+        &self.func().sig.ident
+    }
+
     /// The user's function, unchanged, in the server half.
     fn original(&self) -> TokenStream {
-        let krate = self.krate;
+        let cfg = &self.server_cfg;
         let func = self.func();
-        quote! {
-            #krate::__server_half! {
-                #func
-            }
-        }
+        quote!(#cfg #func)
     }
 
-    /// `struct Route` and its `webmesh::Route` impl.
-    fn route_type(&self) -> TokenStream {
-        let Expansion {
-            vis,
-            krate,
-            request,
-            response,
-            error,
-            ..
-        } = self;
+    /// The module beside the function: marker type, path and stubs.
+    fn module(&self, with_stubs: bool) -> TokenStream {
+        let vis = &self.func().vis;
+        let ident = self.ident();
+        let inner = &self.vis;
         let path = &self.h.path;
-        let name = &self.func().sig.ident;
-        let doc = format!(
-            "The route `{}` served by `{name}`: use it as `client.call::<{name}::Route>(..)`.",
-            path.value()
+        let path_text = path.value();
+        let docs = self.func().attrs.iter().filter(|a| a.path().is_ident("doc"));
+        let see = format!("Route `{path_text}`: its [`Route`](self::Route) type and typed client stubs.");
+        let route_doc = format!(
+            "The route `{path_text}` served by `{ident}`: use it as `client.call::<{ident}::Route>(..)`."
         );
+        let stubs = if with_stubs { self.stubs() } else { quote!() };
         quote! {
-            #[doc = #doc]
-            #[derive(::core::fmt::Debug, ::core::clone::Clone, ::core::marker::Copy, ::core::default::Default)]
-            #vis struct Route;
+            #(#docs)*
+            #[doc = ""]
+            #[doc = #see]
+            #[allow(non_snake_case, clippy::module_name_repetitions)]
+            #vis mod #ident {
+                #[doc = #route_doc]
+                #[derive(::core::fmt::Debug, ::core::clone::Clone, ::core::marker::Copy, ::core::default::Default)]
+                #inner struct Route;
 
-            impl #krate::Route for Route {
-                const PATH: &'static str = #path;
-                type Request = #request;
-                type Response = #response;
-                type Error = #error;
+                /// The route's path.
+                #inner const PATH: &str = #path;
+
+                #stubs
             }
-
-            /// The route's path.
-            #vis const PATH: &str = #path;
         }
     }
 
-    /// `call` and `emit`: one-line wrappers over the client's generic methods.
+    /// `call` and `emit`: one-line wrappers over the client's generic methods, typed through the
+    /// marker's `Route` impl.
     fn stubs(&self) -> TokenStream {
-        let Expansion {
-            vis,
-            krate,
-            request,
-            response,
-            error,
-            ..
-        } = self;
+        let Expansion { vis, krate, .. } = self;
         let path = self.h.path.value();
-        let call_doc = format!("Calls `{path}` and waits for its reply (the client's timeout applies).");
+        let shown = |t: &dyn ToTokens| format!("`{}`", t.to_token_stream()).replace(" ", "");
+        let request = self.h.payload().map(|t| shown(t));
+        let call_doc = match &request {
+            Some(r) => {
+                format!("Calls `{path}` with a {r} and waits for its reply (the client's timeout applies).")
+            }
+            None => format!("Calls `{path}` and waits for its reply (the client's timeout applies)."),
+        };
         let emit_doc = format!("Sends to `{path}` without waiting for a reply.");
         let (param, arg) = match self.h.payload() {
-            Some(_) => (quote!(, request: #request), quote!(request)),
+            Some(_) => (
+                quote!(, request: <Route as #krate::Route>::Request),
+                quote!(request),
+            ),
             None => (quote!(), quote!(())),
         };
         quote! {
             #[doc = #call_doc]
-            #vis async fn call(client: &#krate::Client #param)
-                -> ::core::result::Result<#response, #krate::CallError<#error>>
-            {
+            #vis async fn call(client: &#krate::Client #param) -> ::core::result::Result<
+                <Route as #krate::Route>::Response,
+                #krate::CallError<<Route as #krate::Route>::Error>,
+            > {
                 client.call::<Route>(#arg).await
             }
 
@@ -198,24 +195,50 @@ impl<'a> Expansion<'a> {
         }
     }
 
+    /// The marker's `webmesh::Route` impl, next to the function: the types resolve where the user
+    /// wrote them. Spanned at the user's types, so a type that is not Serialize/Deserialize is
+    /// reported where it is written.
+    fn route_impl(&self) -> TokenStream {
+        let krate = self.krate;
+        let ident = self.ident();
+        let path = &self.h.path;
+        let request = match self.h.payload() {
+            Some(t) => quote_spanned!(t.span()=> #t),
+            None => quote!(()),
+        };
+        let (response, error) = match &self.h.ret {
+            Ret::Unit => (quote!(()), quote!(#krate::NoError)),
+            Ret::Value(t) => (quote_spanned!(t.span()=> #t), quote!(#krate::NoError)),
+            Ret::Result(t, e) => (quote_spanned!(t.span()=> #t), quote_spanned!(e.span()=> #e)),
+        };
+        quote! {
+            impl #krate::Route for #ident::Route {
+                const PATH: &'static str = #path;
+                type Request = #request;
+                type Response = #response;
+                type Error = #error;
+            }
+        }
+    }
+
     /// The `Serve` impl and the inventory registration, in the server half.
     fn server_half(&self) -> TokenStream {
         let Expansion {
-            krate,
-            request,
-            response,
-            error,
-            ..
+            krate, server_cfg, ..
         } = self;
-        let ident = &self.func().sig.ident;
+        let ident = self.ident();
+        // These bindings share a scope with the user's items (a unit struct named `call` would
+        // capture a plain `call` pattern): names nobody writes.
+        let call = format_ident!("__webmesh_call");
+        let request = format_ident!("__webmesh_request");
         let args = self.h.args.iter().map(|a| match a {
-            Arg::Payload(_) => quote!(request),
-            Arg::ConnRef => quote!(call.connection()),
-            Arg::ConnOwned => quote!(::core::clone::Clone::clone(call.connection())),
-            Arg::CallRef => quote!(&call),
-            Arg::CallOwned => quote!(::core::clone::Clone::clone(&call)),
+            Arg::Payload(_) => quote!(#request),
+            // Checked by the compiler: a type only *named* like a context type fails here.
+            Arg::Context(t) => quote_spanned! {t.span()=>
+                <#t as #krate::__private::FromCall<'_>>::from_call(&#call)
+            },
         });
-        let mut invoke = quote!(super::#ident(#(#args),*));
+        let mut invoke = quote!(#ident(#(#args),*));
         if self.func().sig.asyncness.is_some() {
             invoke = quote!(#invoke.await);
         }
@@ -226,56 +249,60 @@ impl<'a> Expansion<'a> {
         };
         let unused = match self.h.payload() {
             Some(_) => quote!(),
-            None => quote!(let () = request;),
+            None => quote!(let () = #request;),
         };
         let name = ident.to_string();
         quote! {
-            #krate::__server_half! {
-                impl #krate::Serve for Route {
-                    fn serve(
-                        request: #request,
-                        call: #krate::CallContext,
-                    ) -> impl ::core::future::Future<
-                        Output = ::core::result::Result<#response, #error>,
-                    > + ::core::marker::Send {
-                        async move {
-                            #unused
-                            let _ = &call;
-                            #body
-                        }
+            #server_cfg
+            impl #krate::Serve for #ident::Route {
+                fn serve(
+                    #request: <Self as #krate::Route>::Request,
+                    #call: #krate::CallContext,
+                ) -> impl ::core::future::Future<
+                    Output = ::core::result::Result<
+                        <Self as #krate::Route>::Response,
+                        <Self as #krate::Route>::Error,
+                    >,
+                > + ::core::marker::Send {
+                    async move {
+                        #unused
+                        let _ = &#call;
+                        #body
                     }
                 }
-
-                #krate::__private::inventory::submit! {
-                    #krate::__private::RouteEntry::new::<Route>(#name, ::core::module_path!())
-                }
             }
+
+            #server_cfg
+            #krate::__private::inventory::submit! {
+                #krate::__private::RouteEntry::new::<#ident::Route>(#name, ::core::module_path!())
+            }
+        }
+    }
+
+    /// What is emitted beside the errors of a handler with a mistake: the function, and its
+    /// client half when its types can be named (else the module alone).
+    fn fallback(&self) -> TokenStream {
+        let original = self.original();
+        let in_impl = self.func().sig.receiver().is_some();
+        if in_impl {
+            // A method: nothing can be emitted beside it inside an `impl`.
+            original
+        } else if self.h.types_ok {
+            let module = self.module(true);
+            let route_impl = self.route_impl();
+            quote!(#original #module #route_impl)
+        } else {
+            let module = self.module(false);
+            quote!(#original #module)
         }
     }
 }
 
 impl ToTokens for Expansion<'_> {
     fn to_tokens(&self, tokens: &mut TokenStream) {
-        let vis = &self.func().vis;
-        let ident = &self.func().sig.ident;
-        let path = self.h.path.value();
-        let mod_doc = format!("Route `{path}`: its [`Route`](self::Route) type and typed client stubs.");
-        let original = self.original();
-        let route_type = self.route_type();
-        let stubs = self.stubs();
-        let server_half = self.server_half();
-        tokens.extend(quote! {
-            #original
-
-            #[doc = #mod_doc]
-            #[allow(non_snake_case, unused_imports, clippy::module_name_repetitions)]
-            #vis mod #ident {
-                use super::*;
-
-                #route_type
-                #stubs
-                #server_half
-            }
-        });
+        tokens.extend(self.original());
+        tokens.extend(self.module(true));
+        tokens.extend(self.route_impl());
+        tokens.extend(self.server_half());
     }
 }

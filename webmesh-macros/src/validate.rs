@@ -1,24 +1,24 @@
 //! The rules a route handler follows, checked on the parsed function. Independent mistakes are
-//! reported together.
+//! reported together, and the checks go on past a mistake so that the expansion can still emit
+//! the route's client half (one mistake, one error: no cascade where the route is used).
 
 use syn::spanned::Spanned;
-use syn::{FnArg, GenericArgument, ItemFn, Pat, PathArguments, ReturnType, Type};
+use syn::{FnArg, GenericArgument, ItemFn, PathArguments, ReturnType, Type};
 
 use crate::parse::RouteAttr;
+
+/// Type names taken as context arguments (filled in from the call, not decoded from the payload).
+/// The generated code passes them through `FromCall`, so the compiler checks that they are
+/// webmesh's types and not a payload type that happens to have one of these names.
+pub(crate) const CONTEXT_TYPES: &[&str] = &["Connection", "CallContext"];
 
 /// One argument of the handler, in declaration order.
 #[allow(clippy::large_enum_variant)] // a handful per macro call
 pub(crate) enum Arg {
     /// The decoded request, by value.
     Payload(Type),
-    /// `&Connection`.
-    ConnRef,
-    /// `Connection` (a clone).
-    ConnOwned,
-    /// `&CallContext`.
-    CallRef,
-    /// `CallContext` (a clone).
-    CallOwned,
+    /// A context argument (`&Connection`, `CallContext`, ...), as written.
+    Context(Type),
 }
 
 /// What the handler returns.
@@ -32,55 +32,54 @@ pub(crate) enum Ret {
     Result(Type, Type),
 }
 
-/// A handler that passed every rule.
+/// A handler, as far as it could be read.
 pub(crate) struct Handler {
     pub(crate) path: syn::LitStr,
+    pub(crate) server_feature: Option<syn::LitStr>,
     pub(crate) krate: syn::Path,
     pub(crate) func: ItemFn,
     pub(crate) args: Vec<Arg>,
     pub(crate) ret: Ret,
+    /// False when a type of the signature cannot be named from the generated code (generic
+    /// parameters, `impl Trait`, `_`): then only a placeholder of the client half is emitted.
+    pub(crate) types_ok: bool,
 }
 
 impl Handler {
     pub(crate) fn payload(&self) -> Option<&Type> {
         self.args.iter().find_map(|a| match a {
             Arg::Payload(t) => Some(t),
-            _ => None,
+            Arg::Context(_) => None,
         })
     }
 }
 
-struct Errors(Option<syn::Error>);
+#[derive(Default)]
+pub(crate) struct Errors(Option<syn::Error>);
 
 impl Errors {
-    fn push(&mut self, e: syn::Error) {
+    pub(crate) fn push(&mut self, e: syn::Error) {
         match &mut self.0 {
             Some(all) => all.combine(e),
             None => self.0 = Some(e),
         }
     }
+
+    pub(crate) fn into_inner(self) -> Option<syn::Error> {
+        self.0
+    }
 }
 
-pub(crate) fn check(mut attr: RouteAttr, func: ItemFn) -> syn::Result<Handler> {
-    let mut errors = Errors(attr.errors.take());
-    let path = attr.path.value();
-    if !path.starts_with('/') {
-        errors.push(syn::Error::new_spanned(
-            &attr.path,
-            format!(
-                "route path must start with `/`, like \"/{}\"",
-                path.trim_start_matches('/')
-            ),
-        ));
+/// Checks `func` under `attr`; the handler as far as it could be read, and every mistake.
+pub(crate) fn check(mut attr: RouteAttr, func: ItemFn, errors: &mut Errors) -> Handler {
+    if let Some(e) = attr.errors.take() {
+        errors.push(e);
     }
-    if path.chars().any(char::is_whitespace) {
-        errors.push(syn::Error::new_spanned(
-            &attr.path,
-            "route path must not contain whitespace",
-        ));
-    }
+    check_path(&attr.path, errors);
+    let mut types_ok = true;
     let sig = &func.sig;
     if !sig.generics.params.is_empty() {
+        types_ok = false;
         errors.push(syn::Error::new_spanned(
             &sig.generics,
             "route handlers cannot be generic: the request and response types must be concrete",
@@ -108,8 +107,7 @@ pub(crate) fn check(mut attr: RouteAttr, func: ItemFn) -> syn::Result<Handler> {
     }
 
     let mut args = Vec::new();
-    let mut payload_pat: Option<&Pat> = None;
-    let mut seen: Vec<&'static str> = Vec::new();
+    let mut payload_pat: Option<&syn::Pat> = None;
     for input in &sig.inputs {
         let typed = match input {
             FnArg::Receiver(r) => {
@@ -122,21 +120,8 @@ pub(crate) fn check(mut attr: RouteAttr, func: ItemFn) -> syn::Result<Handler> {
             FnArg::Typed(t) => t,
         };
         match classify(&typed.ty) {
-            Ok(Some(extra)) => {
-                let what = match extra {
-                    Arg::ConnRef | Arg::ConnOwned => "the connection",
-                    _ => "the call context",
-                };
-                if seen.contains(&what) {
-                    errors.push(syn::Error::new_spanned(
-                        &typed.pat,
-                        format!("{what} is taken twice"),
-                    ));
-                }
-                seen.push(what);
-                args.push(extra);
-            }
-            Ok(None) => {
+            Ok(arg @ Arg::Context(_)) => args.push(arg),
+            Ok(Arg::Payload(ty)) => {
                 if let Some(first) = payload_pat {
                     errors.push(syn::Error::new_spanned(
                         &typed.pat,
@@ -149,9 +134,12 @@ pub(crate) fn check(mut attr: RouteAttr, func: ItemFn) -> syn::Result<Handler> {
                     continue;
                 }
                 payload_pat = Some(&typed.pat);
-                args.push(Arg::Payload((*typed.ty).clone()));
+                args.push(Arg::Payload(ty));
             }
-            Err(e) => errors.push(e),
+            Err((e, nameable)) => {
+                types_ok &= nameable;
+                errors.push(e);
+            }
         }
     }
 
@@ -160,65 +148,95 @@ pub(crate) fn check(mut attr: RouteAttr, func: ItemFn) -> syn::Result<Handler> {
         ReturnType::Type(_, ty) => match return_kind(ty) {
             Ok(r) => r,
             Err(e) => {
+                types_ok = false;
                 errors.push(e);
                 Ret::Unit
             }
         },
     };
 
-    if let Some(e) = errors.0 {
-        return Err(e);
-    }
     let krate = attr.krate.unwrap_or_else(|| syn::parse_quote!(::webmesh));
-    Ok(Handler {
+    Handler {
         path: attr.path,
+        server_feature: attr.server_feature,
         krate,
         func,
         args,
         ret,
-    })
+        types_ok,
+    }
 }
 
-fn last_ident(ty: &Type) -> Option<&syn::PathSegment> {
+fn check_path(path: &syn::LitStr, errors: &mut Errors) {
+    let value = path.value();
+    if !value.starts_with('/') {
+        errors.push(syn::Error::new_spanned(
+            path,
+            format!(
+                "route path must start with `/`, like \"/{}\"",
+                value.trim_start_matches('/')
+            ),
+        ));
+    }
+    if value.chars().any(char::is_whitespace) {
+        errors.push(syn::Error::new_spanned(
+            path,
+            "route path must not contain whitespace",
+        ));
+    }
+}
+
+fn last_segment(ty: &Type) -> Option<&syn::PathSegment> {
     match ty {
         Type::Path(p) if p.qself.is_none() => p.path.segments.last(),
         _ => None,
     }
 }
 
-/// `Some` for a connection argument, `None` for the payload.
-fn classify(ty: &Type) -> syn::Result<Option<Arg>> {
-    let named = |t: &Type, name: &str| last_ident(t).is_some_and(|s| s.ident == name);
+fn is_context(ty: &Type) -> bool {
+    last_segment(ty).is_some_and(|s| CONTEXT_TYPES.iter().any(|name| s.ident == name))
+}
+
+/// The argument's role, or why it cannot be one (and whether its type can still be named).
+fn classify(ty: &Type) -> Result<Arg, (syn::Error, bool)> {
     match ty {
-        Type::Reference(r) if named(&r.elem, "Connection") || named(&r.elem, "CallContext") => {
-            let conn = named(&r.elem, "Connection");
-            match &r.mutability {
-                None if conn => Ok(Some(Arg::ConnRef)),
-                None => Ok(Some(Arg::CallRef)),
-                Some(m) => Err(syn::Error::new_spanned(
+        Type::Reference(r) if is_context(&r.elem) => match &r.mutability {
+            None => Ok(Arg::Context(ty.clone())),
+            Some(m) => Err((
+                syn::Error::new_spanned(
                     m,
-                    if conn {
-                        "unsupported argument type `&mut Connection`: take `&Connection` (it is shared)"
-                    } else {
-                        "unsupported argument type `&mut CallContext`: take `&CallContext`"
-                    },
-                )),
-            }
-        }
-        Type::Reference(r) => Err(syn::Error::new_spanned(
-            r,
-            "unsupported argument type: the payload is taken by value (an owned type that \
-             implements `Deserialize`); the only references allowed are `&Connection` and \
-             `&CallContext`",
+                    format!(
+                        "unsupported argument type `&mut {}`: take it by shared reference",
+                        quote::ToTokens::to_token_stream(&r.elem)
+                            .to_string()
+                            .replace(' ', "")
+                    ),
+                ),
+                true,
+            )),
+        },
+        Type::Reference(r) => Err((
+            syn::Error::new_spanned(
+                r,
+                "unsupported argument type: the payload is taken by value (an owned type that \
+                 implements `Deserialize`); the only references allowed are `&Connection` and \
+                 `&CallContext`",
+            ),
+            true,
         )),
-        Type::ImplTrait(t) => Err(syn::Error::new_spanned(
-            t,
-            "unsupported argument type `impl Trait`: the payload must be a concrete type",
+        Type::ImplTrait(t) => Err((
+            syn::Error::new_spanned(
+                t,
+                "unsupported argument type `impl Trait`: the payload must be a concrete type",
+            ),
+            false,
         )),
-        Type::Infer(t) => Err(syn::Error::new_spanned(t, "the payload type must be written out")),
-        t if named(t, "Connection") => Ok(Some(Arg::ConnOwned)),
-        t if named(t, "CallContext") => Ok(Some(Arg::CallOwned)),
-        _ => Ok(None),
+        Type::Infer(t) => Err((
+            syn::Error::new_spanned(t, "the payload type must be written out"),
+            false,
+        )),
+        t if is_context(t) => Ok(Arg::Context(t.clone())),
+        t => Ok(Arg::Payload(t.clone())),
     }
 }
 
@@ -234,7 +252,7 @@ fn return_kind(ty: &Type) -> syn::Result<Ret> {
             "the return type must be a concrete type: `impl Trait` cannot be sent to the caller",
         ));
     }
-    let Some(seg) = last_ident(ty) else {
+    let Some(seg) = last_segment(ty) else {
         return Ok(Ret::Value(ty.clone()));
     };
     if seg.ident != "Result" {

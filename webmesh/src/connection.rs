@@ -11,7 +11,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, Notify};
 use webmesh_codec::{FrameEncoder, Framing};
 
-use crate::error::{Error, Result};
+use crate::error::{CloseKind, Error, Result};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::transport::{close, to_message};
@@ -65,6 +65,7 @@ struct Inner {
 }
 
 /// What the server knew of a connection when it accepted it.
+#[cfg(feature = "server")]
 pub(crate) struct Accepted {
     pub(crate) id: u64,
     pub(crate) peer: SocketAddr,
@@ -74,6 +75,7 @@ pub(crate) struct Accepted {
 }
 
 impl Connection {
+    #[cfg(feature = "server")]
     pub(crate) fn new(a: Accepted, tx: mpsc::Sender<Message>) -> Self {
         Connection {
             inner: Arc::new(Inner {
@@ -149,7 +151,7 @@ impl Connection {
             .tx
             .send(to_message(msg))
             .await
-            .map_err(|_| Error::Closed("connection is closed".into()))
+            .map_err(|_| Error::closed(CloseKind::Lost, "connection is closed"))
     }
 
     /// Like [`push`](Self::push), without waiting: fails with [`Error::Backpressure`] when the
@@ -158,7 +160,7 @@ impl Connection {
         let msg = self.inner.encoder.notify(path, value)?;
         self.inner.tx.try_send(to_message(msg)).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => Error::Backpressure,
-            mpsc::error::TrySendError::Closed(_) => Error::Closed("connection is closed".into()),
+            mpsc::error::TrySendError::Closed(_) => Error::closed(CloseKind::Lost, "connection is closed"),
         })
     }
 
@@ -177,15 +179,20 @@ impl Connection {
         self.inner.closing.notify_one();
     }
 
-    /// True once the connection is closed or closing.
+    /// True once the connection is closing or closed: the peer left, [`close`](Self::close) was
+    /// called, or the server shuts down. While it closes, calls in flight still finish and are
+    /// answered, and pushes are still sent; new calls are refused.
     pub fn is_closed(&self) -> bool {
         self.inner.closed.load(Ordering::Acquire) || self.inner.tx.is_closed()
     }
 
-    pub(crate) fn mark_closed(&self) {
+    /// The connection stopped taking calls: it drains, then closes.
+    #[cfg(feature = "server")]
+    pub(crate) fn mark_closing(&self) {
         self.inner.closed.store(true, Ordering::Release);
     }
 
+    #[cfg(feature = "server")]
     pub(crate) async fn close_requested(&self) -> (u16, String) {
         loop {
             if let Some(r) = self
@@ -201,6 +208,7 @@ impl Connection {
         }
     }
 
+    #[cfg(feature = "server")]
     pub(crate) fn encoder(&self) -> &FrameEncoder {
         &self.inner.encoder
     }
@@ -230,6 +238,7 @@ pub struct CallContext {
 }
 
 impl CallContext {
+    #[cfg(feature = "server")]
     pub(crate) fn new(frame: webmesh_codec::Frame, connection: Connection) -> Self {
         CallContext { frame, connection }
     }

@@ -3,11 +3,38 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::route::NoError;
+
 /// Everything that can go wrong in webmesh outside a handler's own error type.
+///
+/// Each variant is one kind of failure, so a caller can tell them apart by matching: a call that
+/// timed out ([`CallTimeout`](Self::CallTimeout)) from a connection that never came up
+/// ([`ConnectTimeout`](Self::ConnectTimeout), [`Connect`](Self::Connect)), a closed connection
+/// and why ([`Closed`](Self::Closed) with its [`CloseKind`]). Messages say what they concern: the
+/// address, the URL, the path.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// Binding, accepting or connecting failed.
+    /// The server could not listen on its address.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address, as given to `ServerBuilder::bind`.
+        addr: String,
+        /// Why (address in use, permission denied...).
+        #[source]
+        source: std::io::Error,
+    },
+    /// The client could not reach the server (TCP connect, or the connection failed during the
+    /// upgrade).
+    #[error("cannot connect to {url}: {source}")]
+    Connect {
+        /// The URL connected to.
+        url: String,
+        /// Why (refused, unreachable, reset...).
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another I/O failure (starting a runtime or a thread).
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
     /// The URL is not a `ws://host[:port][/path]` URL.
@@ -18,26 +45,39 @@ pub enum Error {
         /// What is wrong with it.
         reason: &'static str,
     },
-    /// The WebSocket handshake failed (the peer is not a WebSocket server, refused the upgrade,
-    /// or answered with a subprotocol that was not offered).
-    #[error("websocket handshake failed: {0}")]
-    Handshake(String),
-    /// The peer refused the upgrade with an HTTP status (for example 503 when it is full).
-    #[error("server refused the connection: HTTP {status}: {body}")]
+    /// The WebSocket upgrade failed: the peer is not a WebSocket server, or answered with a
+    /// subprotocol that was not offered (with [`Protocol::V1`](crate::Protocol::V1): a 0.1.2
+    /// server).
+    #[error("websocket handshake with {url} failed: {reason}")]
+    Handshake {
+        /// The URL connected to.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The server refused the upgrade with an HTTP status (for example 503 when it is full).
+    #[error("{url} refused the connection: HTTP {status}: {body}")]
     Refused {
+        /// The URL connected to.
+        url: String,
         /// The HTTP status code.
         status: u16,
         /// The response body (the reason, as the server gave it).
         body: String,
     },
-    /// The WebSocket layer failed (protocol violation, frame over the size limit...).
-    #[error("websocket error: {0}")]
-    WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
+    /// Connecting (TCP and the WebSocket upgrade) took longer than the connect timeout.
+    #[error("connecting to {url} timed out after {after:?}")]
+    ConnectTimeout {
+        /// The URL connected to.
+        url: String,
+        /// The timeout that passed.
+        after: Duration,
+    },
     /// Encoding a value or decoding a frame or payload failed.
     #[error(transparent)]
     Codec(#[from] webmesh_codec::Error),
-    /// The peer answered the call with an error (`not_found`, `bad_request`, `internal`...). A
-    /// handler's own error arrives as [`CallError::Handler`] instead.
+    /// The peer answered the call with an error (`not_found`, `bad_request`, `internal`,
+    /// `shutting_down`...). A handler's own error arrives as [`CallError::Handler`] instead.
     #[error("remote error {code}: {message}")]
     Remote {
         /// The error code; see [`codec::code`](crate::codec::code).
@@ -46,11 +86,34 @@ pub enum Error {
         message: String,
     },
     /// No reply within the call's timeout.
-    #[error("call timed out after {0:?}")]
-    Timeout(Duration),
+    #[error("call to {path} timed out after {after:?}")]
+    CallTimeout {
+        /// The path called.
+        path: String,
+        /// The timeout that passed.
+        after: Duration,
+    },
     /// The connection is closed, or closed while the call was in flight.
-    #[error("connection closed: {0}")]
-    Closed(String),
+    #[error("connection closed: {reason}")]
+    Closed {
+        /// Who closed it, or how it was lost.
+        kind: CloseKind,
+        /// Why, in words.
+        reason: String,
+    },
+    /// A call to a 0.1.2 (legacy) server on a path where an earlier call timed out and its late
+    /// reply has not arrived yet. Legacy replies carry no id: the next reply on that path may be
+    /// the stale one, so rather than risk handing a call another call's answer, calls on the path
+    /// fail until the stale reply arrives or the connection is renewed.
+    #[error(
+        "path {path} is blocked on this connection: an earlier call to it timed out and the 0.1.2 \
+         server's late reply (replies carry no id) has not arrived; calls to it fail until it \
+         arrives or the client reconnects"
+    )]
+    StaleReplyPending {
+        /// The blocked path.
+        path: String,
+    },
     /// The outbound queue of the connection is full (the peer does not read fast enough).
     #[error("outbound queue is full")]
     Backpressure,
@@ -64,12 +127,44 @@ pub enum Error {
         /// The route registered second.
         second: String,
     },
-    /// The server is not configured correctly (no address, bad path...).
+    /// The server or client is not configured correctly.
     #[error("invalid configuration: {0}")]
     Config(String),
 }
 
+/// Who closed a connection, or how it was lost; see [`Error::Closed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseKind {
+    /// This side closed it: `Client::close`, every handle dropped, or the server closing its
+    /// connection.
+    Local,
+    /// The peer closed it with a close frame.
+    Remote {
+        /// The close code it sent (1000 normal, 1001 going away, 1008 policy...), if any.
+        code: Option<u16>,
+    },
+    /// It was lost without a close frame: reset, end of stream, I/O error, or no answer to
+    /// keepalive pings.
+    Lost,
+    /// The client is reconnecting; the call may succeed once it is back.
+    Reconnecting {
+        /// The attempt under way, from 1.
+        attempt: u32,
+    },
+    /// The client gave up reconnecting.
+    GaveUp,
+}
+
 impl Error {
+    /// A [`Closed`](Self::Closed) error.
+    pub(crate) fn closed(kind: CloseKind, reason: impl Into<String>) -> Self {
+        Error::Closed {
+            kind,
+            reason: reason.into(),
+        }
+    }
+
     /// The remote error code, when this is an error answer of the peer.
     pub fn remote_code(&self) -> Option<&str> {
         match self {
@@ -82,11 +177,25 @@ impl Error {
     pub fn is_not_found(&self) -> bool {
         self.remote_code() == Some(webmesh_codec::code::NOT_FOUND)
     }
+
+    /// True for a call that timed out or a connection attempt that did.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::CallTimeout { .. } | Error::ConnectTimeout { .. })
+    }
+
+    /// How the connection closed, for [`Error::Closed`].
+    pub fn close_kind(&self) -> Option<CloseKind> {
+        match self {
+            Error::Closed { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
 }
 
 /// The error of a typed call: the route's own error, or anything else.
 ///
 /// `E` is the route's [`Route::Error`](crate::Route::Error): what the handler returned as `Err`.
+/// For routes that cannot fail (`E` is [`NoError`]) it converts into [`Error`] with `?`.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum CallError<E> {
@@ -126,16 +235,26 @@ impl<E> From<webmesh_codec::Error> for CallError<E> {
     }
 }
 
-impl<E: fmt::Debug> fmt::Display for CallError<E> {
+/// A route that cannot fail has no handler error: its call errors are all runtime errors.
+impl From<CallError<NoError>> for Error {
+    fn from(e: CallError<NoError>) -> Self {
+        match e {
+            CallError::Handler(never) => match never {},
+            CallError::Rpc(e) => e,
+        }
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for CallError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CallError::Handler(e) => write!(f, "handler error: {e:?}"),
+            CallError::Handler(e) => write!(f, "handler error: {e}"),
             CallError::Rpc(e) => e.fmt(f),
         }
     }
 }
 
-impl<E: fmt::Debug> std::error::Error for CallError<E> {
+impl<E: fmt::Debug + fmt::Display> std::error::Error for CallError<E> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             CallError::Handler(_) => None,

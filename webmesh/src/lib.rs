@@ -56,6 +56,7 @@
 mod client;
 mod connection;
 mod error;
+mod registry;
 mod route;
 #[cfg(feature = "server")]
 mod server;
@@ -69,11 +70,12 @@ pub use client::{
 };
 pub use codec::Framing;
 pub use connection::{CallContext, Connection, Extensions};
-pub use error::{CallError, Error, Result};
-pub use route::{NoError, Route};
+pub use error::{CallError, CloseKind, Error, Result};
+pub use registry::Routes;
+pub use route::{NoError, Route, Serve};
 #[cfg(feature = "server")]
 pub use server::{
-    BlockingServer, FallibleHandler, Handler, Serve, Server, ServerBuilder, ServerHandle, DEFAULT_ADDR,
+    BlockingServer, FallibleHandler, Handler, Server, ServerBuilder, ServerHandle, DEFAULT_ADDR,
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_OUTBOUND_QUEUE,
     DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_STALLED_PEER_TIMEOUT,
 };
@@ -88,28 +90,8 @@ pub use rmpv::Value;
 /// What generated code uses. Not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use core;
-    #[cfg(feature = "server")]
     pub use inventory;
 
-    #[cfg(feature = "server")]
-    pub use crate::server::RouteEntry;
-}
-
-/// Keeps or drops the server half of `#[webmesh::route]` expansions, by webmesh's `server`
-/// feature. Not a public API.
-#[cfg(feature = "server")]
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __server_half {
-    ($($item:item)*) => { $($item)* };
-}
-
-/// Keeps or drops the server half of `#[webmesh::route]` expansions, by webmesh's `server`
-/// feature. Not a public API.
-#[cfg(not(feature = "server"))]
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __server_half {
-    ($($item:item)*) => {};
+    pub use crate::registry::RouteEntry;
+    pub use crate::route::FromCall;
 }

@@ -1,9 +1,13 @@
-//! The typed contract of a route, shared by server and client.
+//! The typed contract of a route, shared by server and client, and the server half that
+//! `#[webmesh::route]` implements for it.
 
 use std::fmt;
+use std::future::Future;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+use crate::connection::{CallContext, Connection};
 
 /// A route: a path and the types that travel on it.
 ///
@@ -58,3 +62,56 @@ impl fmt::Display for NoError {
 }
 
 impl std::error::Error for NoError {}
+
+/// The server half of a route: how `#[webmesh::route]` runs the function it annotates.
+///
+/// Implemented by the generated code; implement it by hand to serve a [`Route`] without the
+/// macro, then register it with `ServerBuilder::route`. It does not depend on webmesh's `server`
+/// feature: whether a route's server half is compiled is the choice of the crate that defines it
+/// (see the attribute's `server_feature` key).
+pub trait Serve: Route {
+    /// Runs the handler for one call.
+    fn serve(
+        request: Self::Request,
+        call: CallContext,
+    ) -> impl Future<Output = Result<Self::Response, Self::Error>> + Send;
+}
+
+/// A handler argument that comes from the call rather than from its payload: `&Connection`,
+/// `Connection`, `&CallContext`, `CallContext`. Not a public API: the code `#[webmesh::route]`
+/// generates names it, so that the compiler checks every argument taken as context.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not one of webmesh's context arguments",
+    label = "taken as a context argument because of its name",
+    note = "`#[webmesh::route]` takes an argument whose type is named `Connection` or `CallContext` as webmesh's `Connection` or `CallContext`; any other argument is the payload",
+    note = "if this is your payload type, import it under another name, like `use my_types::Connection as DbConnection;`"
+)]
+pub trait FromCall<'a>: Sized {
+    /// The argument, for this call.
+    fn from_call(call: &'a CallContext) -> Self;
+}
+
+impl<'a> FromCall<'a> for &'a Connection {
+    fn from_call(call: &'a CallContext) -> Self {
+        call.connection()
+    }
+}
+
+impl FromCall<'_> for Connection {
+    fn from_call(call: &CallContext) -> Self {
+        call.connection().clone()
+    }
+}
+
+impl<'a> FromCall<'a> for &'a CallContext {
+    fn from_call(call: &'a CallContext) -> Self {
+        call
+    }
+}
+
+impl FromCall<'_> for CallContext {
+    fn from_call(call: &CallContext) -> Self {
+        call.clone()
+    }
+}

@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use webmesh_codec::{FrameType, Limits, WireMessage};
 
 /// Close codes webmesh sends (RFC 6455 §7.4.1).
+#[cfg_attr(not(feature = "server"), allow(dead_code))] // clients send only NORMAL
 pub(crate) mod close {
     /// Normal closure.
     pub(crate) const NORMAL: u16 = 1000;
@@ -139,6 +140,7 @@ pub(crate) struct Timers {
     tick: Option<Pin<Box<Sleep>>>,
     heard: bool,
     ping_out: bool,
+    #[cfg_attr(not(feature = "server"), allow(dead_code))] // a server-side check
     stall_after: Option<Duration>,
     stall: Option<Pin<Box<Sleep>>>,
 }
@@ -161,12 +163,14 @@ impl Timers {
     }
 
     /// Writing moved: clears the stall timer.
+    #[cfg(feature = "server")]
     pub(crate) fn unblocked(&mut self) {
         self.stall = None;
     }
 
     /// Writing is blocked with messages waiting: starts the stall timer (if not running) and
     /// registers it with the current task.
+    #[cfg(feature = "server")]
     pub(crate) fn blocked(&mut self, cx: &mut Context<'_>) {
         if let (None, Some(after)) = (&self.stall, self.stall_after) {
             let mut sleep = Box::pin(tokio::time::sleep(after));
@@ -216,6 +220,7 @@ pub(crate) struct Outbox {
 
 impl Outbox {
     /// True when something was written and not flushed yet.
+    #[cfg(feature = "server")]
     pub(crate) fn unflushed(&self) -> bool {
         self.unflushed
     }

@@ -2,11 +2,15 @@
 //! them, in one crate that both the server (`examples/server`) and the client (`examples/client`)
 //! depend on. A client calling a route with the wrong payload type does not compile.
 //!
-//! The handler bodies use a server-only dependency (`example-store`); they are compiled only with
-//! this crate's `server` feature, which turns on webmesh's `server` feature too. Without it,
-//! `#[webmesh::route]` keeps only the typed stubs (`put::call`, `get::Route`, ...).
+//! The handler bodies use a server-only dependency (`example-store`); each route says
+//! `server_feature = "server"`, so they are compiled only with this crate's own `server` feature.
+//! Without it, `#[webmesh::route]` keeps only the typed stubs (`put::call`, `get::Route`, ...).
+//! A server mounts the routes with `.routes(example_contract::routes())`.
 
 use serde::{Deserialize, Serialize};
+
+// `pub fn routes()`: every route below, for a server to mount.
+webmesh::routes!();
 
 /// Stores `value` under `key`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,7 +42,7 @@ impl std::fmt::Display for StoreError {
 impl std::error::Error for StoreError {}
 
 /// Stores a value; returns the value it replaces, if any.
-#[webmesh::route("/kv/put")]
+#[webmesh::route("/kv/put", server_feature = "server")]
 pub async fn put(req: Put, conn: &webmesh::Connection) -> Result<Option<String>, StoreError> {
     if req.key.is_empty() || req.key.len() > 64 {
         return Err(StoreError::BadKey(req.key));
@@ -53,7 +57,7 @@ pub async fn put(req: Put, conn: &webmesh::Connection) -> Result<Option<String>,
 }
 
 /// Reads a value.
-#[webmesh::route("/kv/get")]
+#[webmesh::route("/kv/get", server_feature = "server")]
 pub fn get(key: String) -> Result<String, StoreError> {
     ::example_store::global()
         .lock()
@@ -64,7 +68,7 @@ pub fn get(key: String) -> Result<String, StoreError> {
 }
 
 /// How many keys are stored.
-#[webmesh::route("/kv/len")]
+#[webmesh::route("/kv/len", server_feature = "server")]
 pub fn len() -> usize {
     ::example_store::global()
         .lock()
@@ -73,7 +77,7 @@ pub fn len() -> usize {
 }
 
 /// Removes every key. Nothing to answer: a 0.1.2 caller gets no reply.
-#[webmesh::route("/kv/clear")]
+#[webmesh::route("/kv/clear", server_feature = "server")]
 pub async fn clear() {
     ::example_store::global()
         .lock()

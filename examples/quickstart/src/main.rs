@@ -26,6 +26,16 @@ enum GreetError {
     EmptyName,
 }
 
+impl std::fmt::Display for GreetError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GreetError::EmptyName => f.write_str("the name is empty"),
+        }
+    }
+}
+
+impl std::error::Error for GreetError {}
+
 /// Greets by name, and pushes a note to the caller.
 #[webmesh::route("/greet")]
 async fn greet(msg: Greeting, conn: &Connection) -> Result<String, GreetError> {

@@ -4,12 +4,10 @@
 //! cargo run -p example-server -- 127.0.0.1:4269
 //! ```
 //!
-//! Routes come from linking `example-contract` (its `#[webmesh::route]` fns register themselves);
-//! no list to keep in sync. Stop with Ctrl-C: calls in flight finish first.
+//! The contract's routes are mounted with `.routes(example_contract::routes())`: one line for the
+//! whole crate, no list to keep in sync, and `build` fails if the contract was compiled without
+//! its server half. Stop with Ctrl-C: calls in flight finish first.
 #![allow(clippy::print_stdout)]
-
-// Linking the contract registers its routes.
-use example_contract as _;
 
 #[tokio::main]
 async fn main() -> Result<(), webmesh::Error> {
@@ -21,6 +19,7 @@ async fn main() -> Result<(), webmesh::Error> {
     let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:4269".into());
     let server = webmesh::Server::builder()
         .bind(addr)
+        .routes(example_contract::routes())
         .on("/echo", |v: webmesh::Value| async move { v })
         .build()
         .await?;

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -183,15 +183,18 @@ impl ClientBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidUrl`], [`Error::Io`] when the TCP connection fails, [`Error::Refused`] when
-    /// the server answers the upgrade with an HTTP error (503: full), [`Error::Handshake`] for
+    /// [`Error::InvalidUrl`], [`Error::Connect`] when the TCP connection fails, [`Error::Refused`]
+    /// when the server answers the upgrade with an HTTP error (503: full), [`Error::Handshake`] for
     /// other upgrade failures (with [`Protocol::V1`]: a server that does not speak v1),
-    /// [`Error::Timeout`] past the connect timeout.
+    /// [`Error::ConnectTimeout`] past the connect timeout. Each names the URL.
     pub async fn connect(self, url: &str) -> Result<Client> {
-        let timeout = self.connect_timeout;
-        tokio::time::timeout(timeout, self.connect_inner(url))
+        let after = self.connect_timeout;
+        tokio::time::timeout(after, self.connect_inner(url))
             .await
-            .map_err(|_| Error::Timeout(timeout))?
+            .map_err(|_| Error::ConnectTimeout {
+                url: url.to_owned(),
+                after,
+            })?
     }
 
     async fn connect_inner(self, url: &str) -> Result<Client> {
@@ -210,7 +213,6 @@ impl ClientBuilder {
         let shared = Arc::new(Shared {
             encoder: FrameEncoder::new(framing, self.codec, self.compression),
             limits: self.limits,
-            legacy_locks: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             state: state_rx,
             push: self.push,
@@ -370,25 +372,37 @@ pub(super) struct Dialer {
 impl Dialer {
     /// TCP connect and WebSocket upgrade, within the connect timeout.
     pub(super) async fn dial(&self) -> Result<(WebSocketStream<TcpStream>, Framing)> {
-        let timeout = self.connect_timeout;
-        tokio::time::timeout(timeout, self.dial_inner())
+        let after = self.connect_timeout;
+        tokio::time::timeout(after, self.dial_inner())
             .await
-            .map_err(|_| Error::Timeout(timeout))?
+            .map_err(|_| Error::ConnectTimeout {
+                url: self.url.clone(),
+                after,
+            })?
     }
 
     async fn dial_inner(&self) -> Result<(WebSocketStream<TcpStream>, Framing)> {
-        let mut tcp = TcpStream::connect((self.parsed.host.as_str(), self.parsed.port)).await?;
+        let mut tcp = TcpStream::connect((self.parsed.host.as_str(), self.parsed.port))
+            .await
+            .map_err(|source| Error::Connect {
+                url: self.url.clone(),
+                source,
+            })?;
         let _ = tcp.set_nodelay(true);
         let offered: Vec<String> = match self.protocol {
             Protocol::Legacy => Vec::new(),
             Protocol::Auto | Protocol::V1 => vec![subprotocol(&self.codec)],
         };
         let up = handshake::upgrade(&mut tcp, &self.parsed, &offered, &self.headers).await?;
+        let failed = |reason: String| Error::Handshake {
+            url: self.url.clone(),
+            reason,
+        };
         let framing = match (&up.protocol, self.protocol) {
             (Some(p), _) if parse_subprotocol(p) == Some(self.codec.name()) => Framing::V1,
-            (Some(p), _) => return Err(Error::Handshake(format!("unexpected subprotocol {p:?}"))),
+            (Some(p), _) => return Err(failed(format!("unexpected subprotocol {p:?}"))),
             (None, Protocol::V1) => {
-                return Err(Error::Handshake(
+                return Err(failed(
                     "the server does not speak webmesh v1 (a 0.1.2 server?)".into(),
                 ))
             }

@@ -6,7 +6,7 @@
 //! calls in flight (no lock around it either: callers hand their call over through a channel).
 //! Everything that became readable or sendable is processed before one flush.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -22,8 +22,9 @@ use tokio_tungstenite::WebSocketStream;
 use webmesh_codec::{code, decode_frame, Frame, Kind};
 
 use super::builder::{Dialer, Reconnect};
+use super::legacy::{LegacyPaths, Reply};
 use super::{ConnectionState, Shared};
-use crate::error::{Error, Result};
+use crate::error::{CloseKind, Error, Result};
 use crate::transport::{self, Keepalive, Liveness, Timers};
 
 /// Where a call's answer goes.
@@ -40,7 +41,9 @@ pub(super) enum Command {
         msg: Message,
         waiter: Waiter,
     },
-    /// Send a message that expects no answer (emit, CANCEL).
+    /// Send a legacy emit on `path` (in order with the path's calls: 0.1.2 may answer it).
+    LegacyEmit { path: String, msg: Message },
+    /// Send a message that expects no answer (v1 emit, CANCEL).
     Send(Message),
     /// The caller gave up on this call (timeout, dropped future).
     Forget { id: u64, path: Option<String> },
@@ -57,8 +60,8 @@ const SWEEP_EVERY: u32 = 1024;
 enum End {
     /// We closed it (on request, or because every handle is gone).
     Closed(String),
-    /// It dropped: the peer closed, vanished, or failed.
-    Dropped(String),
+    /// It dropped: the peer closed (`Remote`) or it was lost (`Lost`).
+    Dropped(CloseKind, String),
 }
 
 pub(super) struct Driver {
@@ -70,7 +73,7 @@ pub(super) struct Driver {
     reconnect: Option<Reconnect>,
     timers: Timers,
     by_id: HashMap<u64, Waiter>,
-    by_path: HashMap<String, VecDeque<(u64, Waiter)>>,
+    legacy: LegacyPaths,
     outbox: transport::Outbox,
     since_sweep: u32,
     /// Set once we asked to close: wait for the server's close answer.
@@ -95,7 +98,7 @@ impl Driver {
             reconnect,
             timers: Timers::new(keepalive, None),
             by_id: HashMap::new(),
-            by_path: HashMap::new(),
+            legacy: LegacyPaths::default(),
             outbox: transport::Outbox::default(),
             since_sweep: 0,
             closing: false,
@@ -108,9 +111,9 @@ impl Driver {
         loop {
             let connected_at = Instant::now();
             let end = std::future::poll_fn(|cx| self.poll_run(cx)).await;
-            let (reason, final_) = match end {
-                End::Closed(r) => (r, true),
-                End::Dropped(r) => (r, self.reconnect.is_none()),
+            let (kind, reason, final_) = match end {
+                End::Closed(r) => (CloseKind::Local, r, true),
+                End::Dropped(kind, r) => (kind, r, self.reconnect.is_none()),
             };
             if self.closing {
                 // Our close frame is out: give the server a moment to answer it.
@@ -127,10 +130,11 @@ impl Driver {
                 (false, Some(policy)) => policy,
                 _ => {
                     state.send_replace(ConnectionState::Closed {
+                        kind,
                         reason: reason.clone(),
                     });
-                    self.fail_pending(&reason);
-                    self.finish(&state, reason);
+                    self.fail_pending(kind, &reason);
+                    self.finish(&state, kind, reason);
                     return;
                 }
             };
@@ -141,7 +145,7 @@ impl Driver {
                 attempt: attempt + 1,
                 reason: reason.clone(),
             });
-            self.fail_pending(&reason);
+            self.fail_pending(kind, &reason);
             match self.reconnect_loop(&state, policy, &mut attempt, reason).await {
                 Some(ws) => {
                     self.ws = ws;
@@ -156,13 +160,14 @@ impl Driver {
     }
 
     /// Closed for good: tell the handles, and fail calls still arriving until they are all gone.
-    fn finish(&mut self, state: &watch::Sender<ConnectionState>, reason: String) {
+    fn finish(&mut self, state: &watch::Sender<ConnectionState>, kind: CloseKind, reason: String) {
         state.send_replace(ConnectionState::Closed {
+            kind,
             reason: reason.clone(),
         });
         self.rx.close();
         while let Ok(cmd) = self.rx.try_recv() {
-            fail_command(cmd, &reason);
+            fail_command(cmd, kind, &reason);
         }
     }
 
@@ -179,6 +184,7 @@ impl Driver {
             if policy.max_attempts.is_some_and(|max| *attempt > max) {
                 self.finish(
                     state,
+                    CloseKind::GaveUp,
                     format!("gave up reconnecting after {} attempts ({reason})", *attempt - 1),
                 );
                 return None;
@@ -190,22 +196,23 @@ impl Driver {
             let delay = policy.delay(*attempt, jitter_spread());
             tracing::info!(url = %self.dialer.url, attempt = *attempt, ?delay, %reason, "reconnecting");
             let failing = format!("disconnected ({reason}); reconnecting, attempt {}", *attempt);
+            let down = CloseKind::Reconnecting { attempt: *attempt };
             // While down, calls fail at once; a close request ends it all.
             let waited = tokio::select! {
                 _ = tokio::time::sleep(delay) => true,
-                _ = fail_commands_until_close(&mut self.rx, &failing) => false,
+                _ = fail_commands_until_close(&mut self.rx, down, &failing) => false,
             };
             if !waited {
-                self.finish(state, "client closed".into());
+                self.finish(state, CloseKind::Local, "client closed".into());
                 return None;
             }
             let dialed = tokio::select! {
                 d = self.dialer.dial() => Some(d),
-                _ = fail_commands_until_close(&mut self.rx, &failing) => None,
+                _ = fail_commands_until_close(&mut self.rx, down, &failing) => None,
             };
             match dialed {
                 None => {
-                    self.finish(state, "client closed".into());
+                    self.finish(state, CloseKind::Local, "client closed".into());
                     return None;
                 }
                 Some(Ok((ws, framing))) if framing == self.shared.encoder.framing() => return Some(ws),
@@ -220,15 +227,11 @@ impl Driver {
         }
     }
 
-    fn fail_pending(&mut self, reason: &str) {
+    fn fail_pending(&mut self, kind: CloseKind, reason: &str) {
         for (_, w) in self.by_id.drain() {
-            let _ = w.send(Err(Error::Closed(reason.to_owned())));
+            let _ = w.send(Err(Error::closed(kind, reason)));
         }
-        for (_, q) in self.by_path.drain() {
-            for (_, w) in q {
-                let _ = w.send(Err(Error::Closed(reason.to_owned())));
-            }
-        }
+        self.legacy.fail_all(|| Error::closed(kind, reason));
     }
 
     fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<End> {
@@ -237,6 +240,7 @@ impl Driver {
                 Poll::Ready(Liveness::Ping) => self.outbox.queue.push_front(Message::Ping(Bytes::new())),
                 Poll::Ready(Liveness::Dead) => {
                     return Poll::Ready(End::Dropped(
+                        CloseKind::Lost,
                         "keepalive timeout: the server stopped answering pings".into(),
                     ))
                 }
@@ -244,7 +248,7 @@ impl Driver {
             }
             let mut progress = match self.poll_write(cx) {
                 Ok(p) => p,
-                Err(reason) => return Poll::Ready(End::Dropped(reason)),
+                Err(reason) => return Poll::Ready(End::Dropped(CloseKind::Lost, reason)),
             };
             if !self.closing {
                 while self.outbox.queue.len() < OUT_HIGH {
@@ -266,14 +270,19 @@ impl Driver {
                 }
             }
             match Pin::new(&mut self.ws).poll_next(cx) {
-                Poll::Ready(None) => return Poll::Ready(self.ended("connection closed".into())),
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(self.ended(format!("connection lost: {e}"))),
+                Poll::Ready(None) => {
+                    return Poll::Ready(self.ended(CloseKind::Lost, "connection closed".into()))
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    return Poll::Ready(self.ended(CloseKind::Lost, format!("connection lost: {e}")))
+                }
                 Poll::Ready(Some(Ok(Message::Close(frame)))) => {
+                    let code = frame.as_ref().map(|f| u16::from(f.code));
                     let reason = match frame {
                         Some(f) if !f.reason.is_empty() => format!("closed by server: {}", f.reason),
                         _ => "closed by server".to_owned(),
                     };
-                    return Poll::Ready(self.ended(reason));
+                    return Poll::Ready(self.ended(CloseKind::Remote { code }, reason));
                 }
                 Poll::Ready(Some(Ok(msg))) => {
                     progress = true;
@@ -284,7 +293,7 @@ impl Driver {
             }
             if !progress {
                 if let Err(reason) = self.poll_flush(cx) {
-                    return Poll::Ready(End::Dropped(reason));
+                    return Poll::Ready(End::Dropped(CloseKind::Lost, reason));
                 }
                 return Poll::Pending;
             }
@@ -292,11 +301,11 @@ impl Driver {
     }
 
     /// How the connection ended, given why the stream stopped.
-    fn ended(&self, reason: String) -> End {
+    fn ended(&self, kind: CloseKind, reason: String) -> End {
         if self.closing {
             End::Closed("client closed".into())
         } else {
-            End::Dropped(reason)
+            End::Dropped(kind, reason)
         }
     }
 
@@ -326,20 +335,15 @@ impl Driver {
                 waiter,
             } => {
                 self.sweep();
-                self.by_path.entry(path).or_default().push_back((id, waiter));
-                self.outbox.queue.push_back(msg);
+                self.legacy.call(id, path, msg, waiter, &mut self.outbox.queue);
             }
+            Command::LegacyEmit { path, msg } => self.legacy.emit(path, msg, &mut self.outbox.queue),
             Command::Send(msg) => self.outbox.queue.push_back(msg),
             Command::Forget { id, path: None } => {
                 self.by_id.remove(&id);
             }
             Command::Forget { id, path: Some(path) } => {
-                if let Some(q) = self.by_path.get_mut(&path) {
-                    q.retain(|(i, _)| *i != id);
-                    if q.is_empty() {
-                        self.by_path.remove(&path);
-                    }
-                }
+                self.legacy.forget(id, &path, &mut self.outbox.queue);
             }
             Command::Close(code, reason) => {
                 self.outbox
@@ -356,10 +360,7 @@ impl Driver {
         if self.since_sweep >= SWEEP_EVERY {
             self.since_sweep = 0;
             self.by_id.retain(|_, w| !w.is_closed());
-            for q in self.by_path.values_mut() {
-                q.retain(|(_, w)| !w.is_closed());
-            }
-            self.by_path.retain(|_, q| !q.is_empty());
+            self.legacy.sweep(&mut self.outbox.queue);
         }
     }
 
@@ -388,18 +389,16 @@ impl Driver {
                 }
                 None => tracing::debug!(id = frame.id(), "answer to a call no longer waited for"),
             },
-            Kind::Legacy => {
-                let waiter = self.by_path.get_mut(frame.path()).and_then(VecDeque::pop_front);
-                if self.by_path.get(frame.path()).is_some_and(VecDeque::is_empty) {
-                    self.by_path.remove(frame.path());
+            Kind::Legacy => match self.legacy.reply(frame.path(), &mut self.outbox.queue) {
+                Reply::Deliver(w) => {
+                    let _ = w.send(Ok(frame));
                 }
-                match waiter {
-                    Some((_, w)) => {
-                        let _ = w.send(Ok(frame));
-                    }
-                    None => self.push(&frame),
-                }
-            }
+                Reply::Owed => tracing::debug!(
+                    path = frame.path(),
+                    "late reply to a call no longer waited for (or to an emit): dropped"
+                ),
+                Reply::Unsolicited => self.push(&frame),
+            },
             Kind::Notify => self.push(&frame),
             Kind::Call => {
                 if let Ok(Some(m)) =
@@ -450,22 +449,22 @@ impl Driver {
 }
 
 /// Fails a call handed over while the connection is down.
-fn fail_command(cmd: Command, reason: &str) {
+fn fail_command(cmd: Command, kind: CloseKind, reason: &str) {
     match cmd {
         Command::Call { waiter, .. } | Command::LegacyCall { waiter, .. } => {
-            let _ = waiter.send(Err(Error::Closed(reason.to_owned())));
+            let _ = waiter.send(Err(Error::closed(kind, reason)));
         }
-        Command::Send(_) | Command::Forget { .. } | Command::Close(..) => {}
+        Command::Send(_) | Command::LegacyEmit { .. } | Command::Forget { .. } | Command::Close(..) => {}
     }
 }
 
 /// Fails every call handed over until a close request (or the last handle going) arrives.
-async fn fail_commands_until_close(rx: &mut mpsc::Receiver<Command>, reason: &str) {
+async fn fail_commands_until_close(rx: &mut mpsc::Receiver<Command>, kind: CloseKind, reason: &str) {
     while let Some(cmd) = rx.recv().await {
         if let Command::Close(..) = cmd {
             return;
         }
-        fail_command(cmd, reason);
+        fail_command(cmd, kind, reason);
     }
 }
 

@@ -18,6 +18,8 @@ const MAX_BODY: usize = 4 * 1024;
 /// The parts of a `ws://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct WsUrl {
+    /// The URL as given, for messages.
+    pub(crate) original: String,
     pub(crate) host: String,
     pub(crate) port: u16,
     pub(crate) path: String,
@@ -65,6 +67,7 @@ impl WsUrl {
             None => 80,
         };
         Ok(WsUrl {
+            original: url.to_owned(),
             host: host.to_owned(),
             port,
             path,
@@ -100,6 +103,14 @@ pub(crate) async fn upgrade(
     protocols: &[String],
     headers: &[(String, String)],
 ) -> Result<Upgraded> {
+    let failed = |reason: String| Error::Handshake {
+        url: url.original.clone(),
+        reason,
+    };
+    let io = |source| Error::Connect {
+        url: url.original.clone(),
+        source,
+    };
     let key = generate_key();
     let mut req = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -118,29 +129,29 @@ pub(crate) async fn upgrade(
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
-    tcp.write_all(req.as_bytes()).await?;
+    tcp.write_all(req.as_bytes()).await.map_err(io)?;
 
     let mut buf = Vec::with_capacity(1024);
     let head_end = loop {
         let mut chunk = [0u8; 1024];
-        let n = tcp.read(&mut chunk).await?;
+        let n = tcp.read(&mut chunk).await.map_err(io)?;
         if n == 0 {
-            return Err(Error::Handshake("connection closed during the upgrade".into()));
+            return Err(failed("connection closed during the upgrade".into()));
         }
         buf.extend_from_slice(&chunk[..n]);
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break i + 4;
         }
         if buf.len() > MAX_HEAD {
-            return Err(Error::Handshake("answer head too large".into()));
+            return Err(failed("answer head too large".into()));
         }
     };
     let mut header_store = [httparse::EMPTY_HEADER; 64];
     let mut resp = httparse::Response::new(&mut header_store);
     match resp.parse(&buf[..head_end]) {
         Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err(Error::Handshake("incomplete answer".into())),
-        Err(e) => return Err(Error::Handshake(format!("not an HTTP answer: {e}"))),
+        Ok(httparse::Status::Partial) => return Err(failed("incomplete answer".into())),
+        Err(e) => return Err(failed(format!("not an HTTP answer: {e}"))),
     }
     let header = |name: &str| {
         resp.headers
@@ -168,24 +179,25 @@ pub(crate) async fn upgrade(
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), read_rest).await;
         body.truncate(want);
         return Err(Error::Refused {
+            url: url.original.clone(),
             status,
             body: String::from_utf8_lossy(&body).into_owned(),
         });
     }
     if !header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket")) {
-        return Err(Error::Handshake("answer lacks Upgrade: websocket".into()));
+        return Err(failed("answer lacks Upgrade: websocket".into()));
     }
     if !header("connection").is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"))) {
-        return Err(Error::Handshake("answer lacks Connection: upgrade".into()));
+        return Err(failed("answer lacks Connection: upgrade".into()));
     }
     if header("sec-websocket-accept") != Some(derive_accept_key(key.as_bytes()).as_str()) {
-        return Err(Error::Handshake("wrong Sec-WebSocket-Accept".into()));
+        return Err(failed("wrong Sec-WebSocket-Accept".into()));
     }
     let protocol = match header("sec-websocket-protocol") {
         None => None,
         Some(p) if protocols.iter().any(|o| o == p.trim()) => Some(p.trim().to_owned()),
         Some(p) => {
-            return Err(Error::Handshake(format!(
+            return Err(failed(format!(
                 "server chose subprotocol {p:?}, which was not offered"
             )))
         }

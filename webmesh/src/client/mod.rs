@@ -5,11 +5,12 @@ mod blocking;
 mod builder;
 mod driver;
 mod handshake;
+mod legacy;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -21,7 +22,7 @@ use webmesh_codec::{code, Frame, FrameEncoder, Framing, Kind, Limits, WireMessag
 pub use blocking::{BlockingClient, CallHandle};
 pub use builder::{ClientBuilder, Protocol, Reconnect, DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT};
 
-use crate::error::{CallError, Error, Result};
+use crate::error::{CallError, CloseKind, Error, Result};
 use crate::route::Route;
 use crate::transport::{self, close};
 use builder::PushHandler;
@@ -43,6 +44,8 @@ pub enum ConnectionState {
     },
     /// Closed for good.
     Closed {
+        /// Who closed it, or how it was lost.
+        kind: CloseKind,
         /// Why.
         reason: String,
     },
@@ -84,8 +87,6 @@ impl StateWatcher {
 struct Shared {
     encoder: FrameEncoder,
     limits: Limits,
-    /// Legacy framing: one call per path at a time.
-    legacy_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     next_id: AtomicU64,
     state: watch::Receiver<ConnectionState>,
     push: HashMap<String, PushHandler>,
@@ -98,10 +99,11 @@ impl Shared {
     fn closed_error(&self) -> Option<Error> {
         match &*self.state.borrow() {
             ConnectionState::Connected => None,
-            ConnectionState::Reconnecting { attempt, reason } => Some(Error::Closed(format!(
-                "disconnected ({reason}); reconnecting, attempt {attempt}"
-            ))),
-            ConnectionState::Closed { reason } => Some(Error::Closed(reason.clone())),
+            ConnectionState::Reconnecting { attempt, reason } => Some(Error::closed(
+                CloseKind::Reconnecting { attempt: *attempt },
+                format!("disconnected ({reason}); reconnecting, attempt {attempt}"),
+            )),
+            ConnectionState::Closed { kind, reason } => Some(Error::closed(*kind, reason.clone())),
         }
     }
 }
@@ -221,7 +223,8 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// As [`call`](Self::call); [`Error::Timeout`] when the timeout passes while reconnecting.
+    /// As [`call`](Self::call); [`Error::CallTimeout`] when the timeout passes while
+    /// reconnecting.
     pub async fn call_idempotent<R: Route>(
         &self,
         request: R::Request,
@@ -233,7 +236,7 @@ impl Client {
         loop {
             let remaining = deadline.map(|(d, _)| d.saturating_duration_since(tokio::time::Instant::now()));
             let out = self.call_timeout::<R>(request.clone(), remaining).await;
-            let retry = matches!(out, Err(CallError::Rpc(Error::Closed(_))))
+            let retry = matches!(out, Err(CallError::Rpc(Error::Closed { .. })))
                 && self.inner.shared.reconnects
                 && !self.is_closed();
             if !retry {
@@ -250,7 +253,10 @@ impl Client {
             match deadline {
                 Some((d, total)) => {
                     if tokio::time::timeout_at(d, up).await.is_err() {
-                        return Err(CallError::Rpc(Error::Timeout(total)));
+                        return Err(CallError::Rpc(Error::CallTimeout {
+                            path: R::PATH.to_owned(),
+                            after: total,
+                        }));
                     }
                 }
                 None => up.await,
@@ -263,7 +269,8 @@ impl Client {
     /// # Errors
     ///
     /// [`CallError::Handler`] with the handler's own error; otherwise [`CallError::Rpc`]:
-    /// [`Error::Remote`] (unknown path, bad payload...), [`Error::Timeout`], [`Error::Closed`],
+    /// [`Error::Remote`] (unknown path, bad payload...), [`Error::CallTimeout`], [`Error::Closed`],
+    /// [`Error::StaleReplyPending`] (a 0.1.2 server only),
     /// [`Error::Codec`] when the reply does not decode as `R::Response`.
     pub async fn call<R: Route>(&self, request: R::Request) -> Result<R::Response, CallError<R::Error>> {
         self.call_timeout::<R>(request, self.timeout).await
@@ -294,7 +301,7 @@ impl Client {
     pub async fn emit<R: Route>(&self, request: R::Request) -> Result<()> {
         let msg = self.start_emit(R::PATH, &request);
         drop(request);
-        self.send(msg?).await
+        self.send(R::PATH, msg?).await
     }
 
     /// Calls `path` with an untyped request: the Python `call(target, data)`. The request is
@@ -335,7 +342,8 @@ impl Client {
     ) -> impl std::future::Future<Output = Result<()>> + Send + 'static {
         let msg = self.start_emit(path, request);
         let client = self.clone();
-        async move { client.send(msg?).await }
+        let path = path.to_owned();
+        async move { client.send(&path, msg?).await }
     }
 
     /// Closes the connection and waits (briefly) for the server's close answer. Calls still in
@@ -359,12 +367,19 @@ impl Client {
         Ok(shared.encoder.notify(path, request)?)
     }
 
-    async fn send(&self, msg: WireMessage) -> Result<()> {
+    /// Hands an emit to the driver. A legacy emit goes in order with its path's calls: a 0.1.2
+    /// server answers it if its callback returns a value.
+    async fn send(&self, path: &str, msg: WireMessage) -> Result<()> {
         let h = &self.inner;
-        h.cmd
-            .send(Command::Send(transport::to_message(msg)))
-            .await
-            .map_err(|_| closed(&h.shared))
+        let msg = transport::to_message(msg);
+        let cmd = match h.shared.encoder.framing() {
+            Framing::V1 => Command::Send(msg),
+            Framing::Legacy => Command::LegacyEmit {
+                path: path.to_owned(),
+                msg,
+            },
+        };
+        h.cmd.send(cmd).await.map_err(|_| closed(&h.shared))
     }
 
     /// Encodes a call (synchronously: the caller's value is not held across an await).
@@ -387,11 +402,12 @@ impl Client {
     async fn finish_call(&self, started: Started, timeout: Option<Duration>) -> Result<Frame> {
         use tracing::Instrument;
         let span = tracing::debug_span!("call", path = %started.path, id = started.id);
+        let path = started.path.clone();
         let exchange = self.exchange(started).instrument(span);
         match timeout {
-            Some(d) => tokio::time::timeout(d, exchange)
+            Some(after) => tokio::time::timeout(after, exchange)
                 .await
-                .map_err(|_| Error::Timeout(d))?,
+                .map_err(|_| Error::CallTimeout { path, after })?,
             None => exchange.await,
         }
     }
@@ -400,20 +416,10 @@ impl Client {
         let h = &*self.inner;
         let Started { id, path, msg } = started;
         let (waiter, rx) = oneshot::channel();
-        // Held for a legacy call's whole exchange: no ids, so one call per path at a time.
-        let mut _turn = None;
+        // Legacy: no ids; the driver sends one call per path at a time (see `legacy`).
         let (cmd, forget_path) = match h.shared.encoder.framing() {
             Framing::V1 => (Command::Call { id, msg, waiter }, None),
             Framing::Legacy => {
-                let lock = h
-                    .shared
-                    .legacy_locks
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .entry(path.clone())
-                    .or_default()
-                    .clone();
-                _turn = Some(lock.lock_owned().await);
                 let cmd = Command::LegacyCall {
                     id,
                     path: path.clone(),
@@ -447,7 +453,7 @@ struct Started {
 fn closed(shared: &Shared) -> Error {
     shared
         .closed_error()
-        .unwrap_or_else(|| Error::Closed("connection is closed".into()))
+        .unwrap_or_else(|| Error::closed(CloseKind::Local, "connection is closed"))
 }
 
 /// Turns an answer frame into the typed outcome.

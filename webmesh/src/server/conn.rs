@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tracing::Instrument;
 use webmesh_codec::{parse_subprotocol, subprotocol, AnyCodec, FrameEncoder, Framing};
 
+use super::lifecycle::{self, Running};
 use super::Shared;
 use crate::connection::{Accepted, Connection};
 use crate::transport;
@@ -27,8 +28,9 @@ struct Negotiated {
     headers: Vec<(String, String)>,
 }
 
-/// Serves one accepted TCP connection to its end.
-pub(super) async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+/// Serves one accepted TCP connection to its end; `running` counts it as a part of the server
+/// until then.
+pub(super) async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>, running: Running) {
     let _ = tcp.set_nodelay(true);
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("connection", id, %peer);
@@ -37,6 +39,7 @@ pub(super) async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>)
     let full = live > shared.max_connections;
     serve_counted(tcp, peer, id, full, &shared).instrument(span).await;
     shared.live.fetch_sub(1, Ordering::AcqRel);
+    drop(running);
 }
 
 async fn serve_counted(tcp: TcpStream, peer: SocketAddr, id: u64, full: bool, shared: &Arc<Shared>) {
@@ -54,19 +57,25 @@ async fn serve_counted(tcp: TcpStream, peer: SocketAddr, id: u64, full: bool, sh
         negotiate(req, resp, &codecs, &slot)
     };
     let config = transport::ws_config(&shared.limits);
-    let ws = match tokio::time::timeout(
+    let handshake = tokio::time::timeout(
         shared.handshake_timeout,
         tokio_tungstenite::accept_hdr_async_with_config(tcp, callback, Some(config)),
-    )
-    .await
-    {
-        Ok(Ok(ws)) => ws,
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "websocket handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!("websocket handshake timed out");
+    );
+    let mut shutdown = shared.lifecycle.subscribe();
+    let ws = tokio::select! {
+        done = handshake => match done {
+            Ok(Ok(ws)) => ws,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "websocket handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("websocket handshake timed out");
+                return;
+            }
+        },
+        _ = lifecycle::started(&mut shutdown) => {
+            tracing::debug!("server shutting down during the websocket handshake");
             return;
         }
     };
@@ -97,7 +106,7 @@ async fn serve_counted(tcp: TcpStream, peer: SocketAddr, id: u64, full: bool, sh
     super::driver::Driver::new(ws, conn.clone(), shared.clone(), rx)
         .run()
         .await;
-    conn.mark_closed();
+    conn.mark_closing();
     tracing::debug!("disconnected");
     if let Some(hook) = &shared.on_disconnect {
         run_hook("on_disconnect", || hook(&conn));

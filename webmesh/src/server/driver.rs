@@ -17,6 +17,7 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::{Stream, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 use webmesh_codec::{
@@ -24,6 +25,7 @@ use webmesh_codec::{
 };
 
 use super::handler::{reply_encoder, BoxFuture, Dispatch, ReplyTo};
+use super::lifecycle::{self, CLOSE_GRACE};
 use super::Shared;
 use crate::connection::Connection;
 use crate::transport::{self, close};
@@ -79,6 +81,10 @@ pub(super) struct Driver {
     handlers: FuturesUnordered<Running>,
     outbox: transport::Outbox,
     write_failed: bool,
+    /// Closing: new calls get `shutting_down` instead of a handler.
+    refusing: bool,
+    /// The peer's half is done (it closed, or reading failed): read no more.
+    read_done: bool,
     timers: transport::Timers,
 }
 
@@ -99,40 +105,68 @@ impl Driver {
             handlers: FuturesUnordered::new(),
             outbox: transport::Outbox::default(),
             write_failed: false,
+            refusing: false,
+            read_done: false,
         }
     }
 
     /// Serves until the peer goes, the connection is closed, or the server shuts down; then lets
-    /// the handlers in flight finish (up to the shutdown timeout) and closes.
+    /// the handlers in flight finish (until the server's shutdown deadline, or the shutdown
+    /// timeout from now) and closes, within a further [`CLOSE_GRACE`].
     pub(super) async fn run(mut self) {
-        let mut shutdown_rx = self.shared.shutdown.clone();
+        let mut shutdown_rx = self.shared.lifecycle.subscribe();
         let conn = self.conn.clone();
-        let stop = {
-            let mut shutdown = std::pin::pin!(super::stopped(&mut shutdown_rx));
+        let (stop, deadline) = {
+            let mut shutdown = std::pin::pin!(lifecycle::started(&mut shutdown_rx));
             let mut closing = std::pin::pin!(conn.close_requested());
             std::future::poll_fn(|cx| {
-                if shutdown.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Stop::Close(close::GOING_AWAY, "server shutting down".into()));
+                if let Poll::Ready(deadline) = shutdown.as_mut().poll(cx) {
+                    let stop = Stop::Close(close::GOING_AWAY, "server shutting down".into());
+                    return Poll::Ready((stop, Some(deadline)));
                 }
                 if let Poll::Ready((code, reason)) = closing.as_mut().poll(cx) {
-                    return Poll::Ready(Stop::Close(code, reason));
+                    return Poll::Ready((Stop::Close(code, reason), None));
                 }
-                self.poll_serve(cx)
+                self.poll_serve(cx).map(|stop| (stop, None))
             })
             .await
         };
-        // Drain: no new requests; running handlers finish and are answered (a stalled peer's
-        // answers are dropped: it reads nothing).
-        if matches!(stop, Stop::Stalled | Stop::Dead) {
-            self.write_failed = true;
-            self.outbox.queue.clear();
+        self.conn.mark_closing();
+        // Drain: running handlers finish and are answered; new calls are refused with
+        // `shutting_down` (a stalled or dead peer's answers are dropped: it reads nothing).
+        match stop {
+            Stop::Stalled | Stop::Dead => {
+                self.write_failed = true;
+                self.outbox.queue.clear();
+            }
+            Stop::Close(..) => self.refusing = true,
+            Stop::PeerGone => self.read_done = true,
         }
-        let timeout = self.shared.shutdown_timeout;
-        let drained = tokio::time::timeout(timeout, std::future::poll_fn(|cx| self.poll_drain(cx))).await;
-        if drained.is_err() {
+        let own = Instant::now() + self.shared.shutdown_timeout;
+        let deadline = deadline.unwrap_or(own);
+        let drained = {
+            // A server shutdown that starts meanwhile brings the deadline forward.
+            let mut shutdown = std::pin::pin!(futures_util::FutureExt::fuse(lifecycle::started(
+                &mut shutdown_rx
+            )));
+            let mut timer = std::pin::pin!(tokio::time::sleep_until(deadline));
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(d) = shutdown.as_mut().poll(cx) {
+                    if d < timer.deadline() {
+                        timer.as_mut().reset(d);
+                    }
+                }
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(false);
+                }
+                self.poll_drain(cx).map(|()| true)
+            })
+            .await
+        };
+        if !drained {
             tracing::warn!(
                 left = self.handlers.len(),
-                "handlers still running after the shutdown timeout: dropped"
+                "handlers still running at the shutdown deadline: dropped"
             );
         }
         match stop {
@@ -157,13 +191,19 @@ impl Driver {
         }
     }
 
+    /// Sends the close frame and waits for the peer's answer, all within [`CLOSE_GRACE`].
     async fn close(&mut self, code: u16, reason: &str) {
         use futures_util::SinkExt;
         let frame = Message::Close(Some(transport::close_frame(code, reason)));
-        let bounded = std::time::Duration::from_secs(2);
-        if tokio::time::timeout(bounded, self.ws.send(frame)).await.is_ok() {
-            // Wait (briefly) for the peer's close answer, so it sees a clean close.
-            let _ = tokio::time::timeout(bounded, async { while self.ws.next().await.is_some() {} }).await;
+        let ws = &mut self.ws;
+        let exchange = async move {
+            if ws.send(frame).await.is_ok() {
+                // The peer's close answer ends the stream: it then sees a clean close.
+                while ws.next().await.is_some() {}
+            }
+        };
+        if tokio::time::timeout(CLOSE_GRACE, exchange).await.is_err() {
+            tracing::debug!("no close answer from the peer within the close grace");
         }
     }
 
@@ -226,6 +266,25 @@ impl Driver {
             let mut progress = self.poll_write(cx);
             self.poll_outbound(cx, &mut progress);
             self.poll_handlers(cx, &mut progress);
+            if self.refusing
+                && !self.read_done
+                && !self.write_failed
+                && self.outbox.queue.len() < self.shared.outbound_queue
+            {
+                match Pin::new(&mut self.ws).poll_next(cx) {
+                    Poll::Ready(None | Some(Err(_))) => {
+                        progress = true;
+                        self.read_done = true;
+                    }
+                    Poll::Ready(Some(Ok(msg))) => {
+                        progress = true;
+                        if let Some((frame_type, bytes)) = transport::data_of(msg) {
+                            self.refuse(frame_type, &bytes);
+                        }
+                    }
+                    Poll::Pending => {}
+                }
+            }
             if self.handlers.is_empty() && (self.outbox.queue.is_empty() || self.write_failed) {
                 self.poll_flush(cx);
                 return if self.outbox.unflushed() && !self.write_failed {
@@ -238,6 +297,22 @@ impl Driver {
                 self.poll_flush(cx);
                 return Poll::Pending;
             }
+        }
+    }
+
+    /// A request that arrives while the connection closes: a v1 CALL gets `shutting_down` (it did
+    /// not run, so it is safe to retry elsewhere); anything else is dropped.
+    fn refuse(&mut self, frame_type: FrameType, bytes: &[u8]) {
+        match (self.conn.framing(), frame_type, peek_v1_header(bytes)) {
+            (Framing::V1, FrameType::Binary, Some((Kind::Call, id))) if id != 0 => {
+                let answer = self.conn.encoder().error_plain(
+                    id,
+                    code::SHUTTING_DOWN,
+                    "the connection is closing: the call did not run",
+                );
+                self.queue(answer);
+            }
+            _ => tracing::debug!("request while closing: dropped"),
         }
     }
 

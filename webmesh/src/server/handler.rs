@@ -11,7 +11,8 @@ use webmesh_codec::{code, Frame, FrameEncoder, WireMessage};
 
 use crate::connection::{CallContext, Connection};
 use crate::error::Error;
-use crate::route::{NoError, Route};
+use crate::registry::{RouteEntry, Routes};
+use crate::route::{NoError, Serve};
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
@@ -133,22 +134,6 @@ where
     })
 }
 
-/// The server half of a route: how `#[webmesh::route]` runs the function it annotates.
-///
-/// Implemented by the generated code; implement it by hand to serve a [`Route`] without the
-/// macro, then register it with [`ServerBuilder::route`](crate::ServerBuilder::route).
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` has no server half",
-    note = "the server half of `#[webmesh::route]` functions needs webmesh's `server` feature"
-)]
-pub trait Serve: Route {
-    /// Runs the handler for one call.
-    fn serve(
-        request: Self::Request,
-        call: CallContext,
-    ) -> impl Future<Output = Result<Self::Response, Self::Error>> + Send;
-}
-
 pub(crate) fn erase_route<R: Serve>() -> Erased {
     erase(|request: R::Request, call: CallContext| R::serve(request, call))
 }
@@ -160,7 +145,7 @@ pub(crate) fn erase_route<R: Serve>() -> Erased {
 /// `Args` only tells the shapes apart; it is inferred.
 #[diagnostic::on_unimplemented(
     message = "this is not a webmesh handler",
-    note = "a handler is an async closure `|payload: T| async move {{ .. }}`, optionally taking `conn: webmesh::Connection` or `call: webmesh::CallContext` second, with `T: DeserializeOwned` and a `Serialize` value; for `Result` values use `on_fallible`"
+    note = "a handler is an async closure `|payload: T| async move {{ .. }}` (or `|| async move {{ .. }}` for no payload), optionally taking `conn: webmesh::Connection` or `call: webmesh::CallContext` second, with `T: DeserializeOwned` and a `Serialize` value; for `Result` values use `on_fallible`"
 )]
 pub trait Handler<Args>: Send + Sync + 'static {
     #[doc(hidden)]
@@ -175,7 +160,7 @@ pub struct ErasedHandler(pub(crate) Erased);
 /// (code `handler`, data `e`). Shapes as for [`Handler`].
 #[diagnostic::on_unimplemented(
     message = "this is not a fallible webmesh handler",
-    note = "a fallible handler is an async closure `|payload: T| async move {{ .. }}` (optionally also taking `conn: webmesh::Connection` or `call: webmesh::CallContext`) returning `Result<R, E>` with `R: Serialize` and `E: Serialize`"
+    note = "a fallible handler is an async closure `|payload: T| async move {{ .. }}` or `|| async move {{ .. }}` (optionally also taking `conn: webmesh::Connection` or `call: webmesh::CallContext`) returning `Result<R, E>` with `R: Serialize` and `E: Serialize`"
 )]
 pub trait FallibleHandler<Args>: Send + Sync + 'static {
     #[doc(hidden)]
@@ -219,35 +204,38 @@ macro_rules! shapes {
     )*};
 }
 
+/// A closure with no argument at all: its route takes no payload (the request is `()`).
+impl<F, Fut> Handler<()> for F
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: Serialize + Send + 'static,
+{
+    fn into_erased(self) -> ErasedHandler {
+        ErasedHandler(erase(move |(): (), _: CallContext| {
+            let fut = self();
+            async move { Ok::<_, NoError>(fut.await) }
+        }))
+    }
+}
+
+impl<F, Fut, R, E> FallibleHandler<()> for F
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, E>> + Send + 'static,
+    R: Serialize + Send + 'static,
+    E: Serialize + Send + 'static,
+{
+    fn into_erased(self) -> ErasedHandler {
+        ErasedHandler(erase(move |(): (), _: CallContext| self()))
+    }
+}
+
 shapes! {
     () => |ctx| ();
     (conn: Connection) => |ctx| (ctx.connection().clone());
     (call: CallContext) => |ctx| (ctx);
 }
-
-/// A route registered by `#[webmesh::route]` through `inventory`: linking the crate that defines
-/// it is enough for every server to serve it.
-#[doc(hidden)]
-pub struct RouteEntry {
-    path: &'static str,
-    name: &'static str,
-    module: &'static str,
-    make: fn() -> Erased,
-}
-
-impl RouteEntry {
-    /// The entry for route `R`, defined by fn `name` in `module`.
-    pub const fn new<R: Serve>(name: &'static str, module: &'static str) -> Self {
-        RouteEntry {
-            path: R::PATH,
-            name,
-            module,
-            make: erase_route::<R>,
-        }
-    }
-}
-
-inventory::collect!(RouteEntry);
 
 /// One registered path.
 struct Slot {
@@ -259,6 +247,8 @@ struct Slot {
 #[derive(Default)]
 pub(crate) struct Router {
     routes: HashMap<Box<str>, Slot>,
+    /// The registered entries added so far (by address: each is a static).
+    entries: Vec<usize>,
 }
 
 impl Router {
@@ -276,13 +266,44 @@ impl Router {
 
     /// Every route registered through `#[webmesh::route]` in the linked crates.
     pub(crate) fn add_registered(&mut self) -> Result<(), Error> {
-        let mut entries: Vec<&RouteEntry> = inventory::iter::<RouteEntry>.into_iter().collect();
+        let mut entries: Vec<&'static RouteEntry> = inventory::iter::<RouteEntry>.into_iter().collect();
         // Link order is not meaningful: report duplicates in a stable order.
         entries.sort_by_key(|e| (e.path, e.module, e.name));
         for e in entries {
-            self.add(e.path, format!("{}::{}", e.module, e.name), (e.make)())?;
+            self.add_entry(e)?;
         }
         Ok(())
+    }
+
+    /// The routes of one crate, mounted explicitly.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when the set is empty: the crate's routes have no server half.
+    pub(crate) fn mount(&mut self, routes: &Routes) -> Result<(), Error> {
+        if routes.is_empty() {
+            return Err(Error::Config(format!(
+                "`{krate}::routes()` has no route to serve: its `#[webmesh::route]` fns were compiled \
+                 without their server half. Enable the feature their `server_feature` names on \
+                 `{krate}` in this binary's Cargo.toml (for example \
+                 `features = [\"server\"]`)",
+                krate = routes.crate_name()
+            )));
+        }
+        for e in routes.entries() {
+            self.add_entry(e)?;
+        }
+        Ok(())
+    }
+
+    /// Adds a registered route; the same entry twice (registered and mounted) is one route.
+    fn add_entry(&mut self, e: &'static RouteEntry) -> Result<(), Error> {
+        let address = e as *const RouteEntry as usize;
+        if self.entries.contains(&address) {
+            return Ok(());
+        }
+        self.entries.push(address);
+        self.add(e.path, e.qualified_name(), (e.make)())
     }
 
     pub(crate) fn get(&self, path: &str) -> Option<&Erased> {

@@ -3,23 +3,26 @@
 mod conn;
 mod driver;
 mod handler;
+mod lifecycle;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinSet;
 use webmesh_codec::{AnyCodec, Compression, Limits};
 
 use crate::connection::Connection;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::registry::Routes;
+use crate::route::Serve;
 use crate::transport::Keepalive;
 
-pub(crate) use handler::Router;
-pub use handler::{FallibleHandler, Handler, RouteEntry, Serve};
+pub(crate) use handler::{erase_route, Erased, Router};
+pub use handler::{FallibleHandler, Handler};
+use lifecycle::{Lifecycle, ShutdownOnDrop};
 
 /// Default bind address: every interface, port 4269, as 0.1.2.
 pub const DEFAULT_ADDR: &str = "0.0.0.0:4269";
@@ -58,7 +61,7 @@ pub(crate) struct Shared {
     pub(crate) on_not_found: Option<NotFoundHook>,
     pub(crate) next_id: AtomicU64,
     pub(crate) live: AtomicUsize,
-    pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) lifecycle: Arc<Lifecycle>,
 }
 
 /// Configures and builds a [`Server`].
@@ -91,6 +94,7 @@ pub struct ServerBuilder {
     keepalive: Option<Keepalive>,
     stalled_peer_timeout: Option<Duration>,
     registered: bool,
+    mounted: Vec<Routes>,
     routes: Vec<(String, String, handler::Erased)>,
     on_connect: Option<ConnHook>,
     on_disconnect: Option<ConnHook>,
@@ -112,6 +116,7 @@ impl Default for ServerBuilder {
             keepalive: Some(Keepalive::default()),
             stalled_peer_timeout: Some(DEFAULT_STALLED_PEER_TIMEOUT),
             registered: true,
+            mounted: Vec::new(),
             routes: Vec::new(),
             on_connect: None,
             on_disconnect: None,
@@ -196,17 +201,34 @@ impl ServerBuilder {
         self
     }
 
-    /// How long a graceful shutdown waits for handlers in flight. Default
-    /// [`DEFAULT_SHUTDOWN_TIMEOUT`].
+    /// How long a graceful shutdown lets handlers in flight run: one deadline for the whole
+    /// server, counted from [`ServerHandle::shutdown`]. Then every connection gets its close
+    /// frame, within a further second. Default [`DEFAULT_SHUTDOWN_TIMEOUT`].
     pub fn shutdown_timeout(mut self, d: Duration) -> Self {
         self.shutdown_timeout = d;
         self
     }
 
-    /// Whether to serve the routes registered with `#[webmesh::route]` in linked crates.
+    /// Whether to serve every route registered with `#[webmesh::route]` in the linked crates.
     /// Default `true`.
+    ///
+    /// A crate that nothing in the binary references is not linked, and its routes are then
+    /// missing. Mount contract crates with [`routes`](Self::routes) to make that impossible.
     pub fn registered_routes(mut self, on: bool) -> Self {
         self.registered = on;
+        self
+    }
+
+    /// Serves every route of a crate: the set its [`routes!`](crate::routes!) function returns,
+    /// as in `.routes(my_contract::routes())`.
+    ///
+    /// This is how a server binary should take a contract crate's routes. Naming the crate's
+    /// `routes()` links the crate (so its routes cannot silently be left out), and
+    /// [`build`](Self::build) fails if the set is empty, which happens when the contract was
+    /// compiled without its server half (its `server_feature` is off in this build). Routes that
+    /// are also registered are served once.
+    pub fn routes(mut self, routes: Routes) -> Self {
+        self.mounted.push(routes);
         self
     }
 
@@ -272,26 +294,33 @@ impl ServerBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::DuplicateRoute`](crate::Error::DuplicateRoute) naming both routes when two share a path; [`Error::Io`](crate::Error::Io) when
-    /// the address cannot be bound.
+    /// [`Error::DuplicateRoute`] naming both routes when two share a path; [`Error::Config`] when
+    /// a set of [`routes`](Self::routes) is empty; [`Error::Bind`] naming the address when it
+    /// cannot be bound.
     pub async fn build(self) -> Result<Server> {
         let mut router = Router::default();
         if self.registered {
             router.add_registered()?;
         }
+        for routes in &self.mounted {
+            router.mount(routes)?;
+        }
         for (path, name, handler) in self.routes {
             router.add(&path, name, handler)?;
         }
-        let listener = TcpListener::bind(&self.addr).await?;
-        let local_addr = listener.local_addr()?;
+        let bind_error = |source| Error::Bind {
+            addr: self.addr.clone(),
+            source,
+        };
+        let listener = TcpListener::bind(&self.addr).await.map_err(bind_error)?;
+        let local_addr = listener.local_addr().map_err(bind_error)?;
         let mut codecs = vec![self.codec.clone()];
         for c in [AnyCodec::MSGPACK, AnyCodec::JSON] {
             if !codecs.contains(&c) {
                 codecs.push(c);
             }
         }
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let (stopped_tx, stopped_rx) = watch::channel(false);
+        let lifecycle = Arc::new(Lifecycle::new(self.shutdown_timeout));
         let shared = Arc::new(Shared {
             router,
             codecs,
@@ -309,19 +338,26 @@ impl ServerBuilder {
             on_not_found: self.on_not_found,
             next_id: AtomicU64::new(1),
             live: AtomicUsize::new(0),
-            shutdown: shutdown_rx,
+            lifecycle: lifecycle.clone(),
         });
-        tracing::info!(addr = %local_addr, routes = shared.router.paths().count(), "webmesh server listening");
+        let routes = shared.router.paths().count();
+        if routes == 0 {
+            tracing::warn!(
+                addr = %local_addr,
+                "webmesh server has no routes: every call gets not_found. Mount contract crates \
+                 with `ServerBuilder::routes(contract::routes())`"
+            );
+        }
+        tracing::info!(addr = %local_addr, routes, "webmesh server listening");
         Ok(Server {
             listener,
             local_addr,
             shared,
             handle: ServerHandle {
                 local_addr,
-                shutdown: Arc::new(shutdown_tx),
-                stopped: stopped_rx,
-                stopped_tx: Arc::new(Mutex::new(Some(stopped_tx))),
+                lifecycle: lifecycle.clone(),
             },
+            stop_on_drop: ShutdownOnDrop(lifecycle),
         })
     }
 
@@ -345,7 +381,7 @@ impl ServerBuilder {
                 if let Err(e) = runtime.block_on(server.run()) {
                     tracing::error!(error = %e, "webmesh server stopped with an error");
                 }
-                // Let connection tasks that outlive the deadline go.
+                // Every connection has closed by now (`run` waits for them); nothing is cut short.
                 runtime.shutdown_timeout(Duration::from_millis(100));
             })?;
         Ok(BlockingServer {
@@ -355,13 +391,14 @@ impl ServerBuilder {
     }
 }
 
-/// A bound server, ready to run.
+/// A bound server, ready to run. Dropping it without running it releases the port.
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,
     shared: Arc<Shared>,
     handle: ServerHandle,
+    stop_on_drop: ShutdownOnDrop,
 }
 
 impl Server {
@@ -390,8 +427,9 @@ impl Server {
     /// Runs the server on a new task of the current runtime; returns its handle.
     pub fn spawn(self) -> ServerHandle {
         let handle = self.handle();
+        let run = self.run();
         tokio::spawn(async move {
-            if let Err(e) = self.run().await {
+            if let Err(e) = run.await {
                 tracing::error!(error = %e, "webmesh server stopped with an error");
             }
         });
@@ -400,62 +438,63 @@ impl Server {
 
     /// Accepts and serves connections until [`ServerHandle::shutdown`]; then stops accepting,
     /// lets requests in flight finish (up to the shutdown timeout), closes every connection with
-    /// a reason, and returns.
+    /// code 1001 and a reason, and returns once they are all closed.
+    ///
+    /// The server counts as running from the call to `run` (not its first poll). Dropping the
+    /// future, for example when it loses a `tokio::select!` against `ctrl_c`, stops accepting
+    /// and starts the same graceful shutdown: the connections then close on their own tasks,
+    /// and [`ServerHandle::shutdown`] waits for them.
     ///
     /// # Errors
     ///
     /// None today: accept errors are logged and retried. The `Result` leaves room for fatal ones.
-    pub async fn run(self) -> Result<()> {
-        let Server {
-            listener,
-            shared,
-            handle,
-            ..
-        } = self;
-        let mut shutdown = shared.shutdown.clone();
-        let mut tasks = JoinSet::new();
-        let mut backoff = Duration::from_millis(5);
-        loop {
-            tokio::select! {
-                biased;
-                _ = stopped(&mut shutdown) => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((tcp, peer)) => {
-                        backoff = Duration::from_millis(5);
-                        tasks.spawn(conn::serve(tcp, peer, shared.clone()));
-                    }
-                    Err(e) => {
-                        // Out of file descriptors and the like: wait and retry, as axum does.
-                        tracing::warn!(error = %e, "accept failed; retrying in {backoff:?}");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(1));
-                    }
-                },
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+    pub fn run(self) -> impl Future<Output = Result<()>> + Send + 'static {
+        let running = self.shared.lifecycle.track();
+        async move {
+            let Server {
+                listener,
+                shared,
+                stop_on_drop,
+                ..
+            } = self;
+            let mut shutdown = shared.lifecycle.subscribe();
+            let mut backoff = Duration::from_millis(5);
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = lifecycle::started(&mut shutdown) => break,
+                    accepted = listener.accept() => match accepted {
+                        Ok((tcp, peer)) => {
+                            backoff = Duration::from_millis(5);
+                            let tracked = shared.lifecycle.track();
+                            tokio::spawn(conn::serve(tcp, peer, shared.clone(), tracked));
+                        }
+                        Err(e) => {
+                            // Out of file descriptors and the like: wait and retry, as axum does.
+                            tracing::warn!(error = %e, "accept failed; retrying in {backoff:?}");
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(1));
+                        }
+                    },
+                }
             }
-        }
-        drop(listener);
-        tracing::info!(connections = tasks.len(), "webmesh server shutting down");
-        // Connections drain themselves within the shutdown timeout; allow a margin, then abort.
-        let deadline = shared.shutdown_timeout + Duration::from_secs(1);
-        if tokio::time::timeout(deadline, async { while tasks.join_next().await.is_some() {} })
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                left = tasks.len(),
-                "connections still open after the shutdown deadline: aborting"
+            drop(listener);
+            drop(stop_on_drop);
+            drop(running);
+            tracing::info!(
+                connections = shared.lifecycle.running(),
+                "webmesh server shutting down"
             );
-            tasks.shutdown().await;
+            // Each connection closes by itself within the deadline and its close grace.
+            if !shared.lifecycle.wait_stopped(lifecycle::CLOSE_GRACE).await {
+                tracing::warn!(
+                    left = shared.lifecycle.running(),
+                    "connections still open past the shutdown deadline"
+                );
+            }
+            Ok(())
         }
-        handle.mark_stopped();
-        Ok(())
     }
-}
-
-/// Resolves once the shutdown flag is set (or its sender is gone).
-pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
 }
 
 impl std::fmt::Debug for Shared {
@@ -466,13 +505,11 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-/// Shuts down a running server. Cheap to clone.
+/// Shuts down a server. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ServerHandle {
     local_addr: SocketAddr,
-    shutdown: Arc<watch::Sender<bool>>,
-    stopped: watch::Receiver<bool>,
-    stopped_tx: Arc<Mutex<Option<watch::Sender<bool>>>>,
+    lifecycle: Arc<Lifecycle>,
 }
 
 impl ServerHandle {
@@ -482,22 +519,28 @@ impl ServerHandle {
     }
 
     /// Starts a graceful shutdown and waits for it: no new connections, requests in flight
-    /// finish (up to the shutdown timeout), every connection gets a close frame ("server shutting
-    /// down"), then the server's `run` returns.
+    /// finish (up to the shutdown timeout, one deadline for all), every connection gets a close
+    /// frame with code 1001 and the reason "server shutting down", then the server's `run`
+    /// returns.
+    ///
+    /// It returns whatever state the server is in: running, already stopped, never started, or
+    /// dropped (with its `run` future or without running). A server that has not started yet
+    /// will not start: its `run` returns at once. It returns at the latest about two seconds
+    /// after the shutdown timeout (the close grace, and slack for hooks), even if a hook blocks.
     pub async fn shutdown(&self) {
-        self.shutdown.send_replace(true);
-        stopped(&mut self.stopped.clone()).await;
-    }
-
-    /// True once the server has stopped.
-    pub fn is_stopped(&self) -> bool {
-        *self.stopped.borrow()
-    }
-
-    fn mark_stopped(&self) {
-        if let Some(tx) = self.stopped_tx.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            tx.send_replace(true);
+        self.lifecycle.start_shutdown();
+        if !self.lifecycle.wait_stopped(lifecycle::CLOSE_GRACE).await {
+            tracing::warn!(
+                left = self.lifecycle.running(),
+                "connections still open past the shutdown deadline (a hook that blocks?)"
+            );
         }
+    }
+
+    /// True once a shutdown has started (by [`shutdown`](Self::shutdown), or by the server or
+    /// its `run` future being dropped) and nothing of the server runs any more.
+    pub fn is_stopped(&self) -> bool {
+        self.lifecycle.is_stopped()
     }
 }
 
@@ -526,7 +569,7 @@ impl BlockingServer {
     }
 
     fn stop(&mut self) {
-        self.handle.shutdown.send_replace(true);
+        self.handle.lifecycle.start_shutdown();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
