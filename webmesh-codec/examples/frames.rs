@@ -55,7 +55,7 @@ fn main() -> Result<(), webmesh_codec::Error> {
     );
     let big = "ab".repeat(1000);
     dump(
-        "v1 msgpack CALL id 8 /big, 2002-byte payload, compressed",
+        "v1 msgpack CALL id 8 /big, \"ab\" x 1000 (a 2003-byte msgpack string), compressed",
         &v1.call(8, "/big", &big)?,
     );
     Ok(())
