@@ -1,7 +1,7 @@
 //! The contract-crate pattern: the client binary's dependency graph has neither webmesh's server
 //! half nor the contract's server half or server-only dependency. (`.ci/run` also builds
-//! `example-client` on its own, which compiles the contract without its handler bodies, and
-//! `example-client` with `quickstart`, which turns on `webmesh/server`: the contract's split is
+//! `inventory-client` on its own, which compiles the contract without its handler bodies, and
+//! `inventory-client` with `quickstart`, which turns on `webmesh/server`: the contract's split is
 //! its own feature, so that mix builds too. `tests/ui/correct/server_half_off.rs` proves that a
 //! route's body is not compiled without its `server_feature`.)
 
@@ -25,27 +25,27 @@ fn cargo_tree(args: &[&str]) -> String {
 
 #[test]
 fn client_graph_has_no_server_half() {
-    let deps = cargo_tree(&["-p", "example-client", "-e", "normal"]);
-    assert!(deps.contains("example-contract"), "{deps}");
+    let deps = cargo_tree(&["-p", "inventory-client", "-e", "normal"]);
+    assert!(deps.contains("inventory-contract"), "{deps}");
     assert!(
-        !deps.contains("example-store"),
-        "the client links the server-only store:\n{deps}"
+        !deps.contains("parking_lot"),
+        "the client links the server-only parking_lot:\n{deps}"
     );
-    let features = cargo_tree(&["-p", "example-client", "-e", "features"]);
+    let features = cargo_tree(&["-p", "inventory-client", "-e", "features"]);
     assert!(
         !features.contains("webmesh feature \"server\""),
         "webmesh's server feature is on in the client:\n{features}"
     );
     assert!(
-        !features.contains("example-contract feature \"server\""),
+        !features.contains("inventory-contract feature \"server\""),
         "the contract's server half is on in the client:\n{features}"
     );
 }
 
 #[test]
 fn server_graph_has_it() {
-    let deps = cargo_tree(&["-p", "example-server", "-e", "normal"]);
-    assert!(deps.contains("example-store"), "{deps}");
-    let features = cargo_tree(&["-p", "example-server", "-e", "features"]);
+    let deps = cargo_tree(&["-p", "inventory-server", "-e", "normal"]);
+    assert!(deps.contains("parking_lot"), "{deps}");
+    let features = cargo_tree(&["-p", "inventory-server", "-e", "features"]);
     assert!(features.contains("webmesh feature \"server\""), "{features}");
 }

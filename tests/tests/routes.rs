@@ -255,63 +255,6 @@ async fn one_closure_on_several_paths_knows_which_it_serves() {
     server.shutdown().await;
 }
 
-/// Issue 9, point 3: a contract crate's routes are mounted explicitly through its `routes()`,
-/// which links the crate; with registration off, nothing else is served.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn issue_9_a_contract_is_mounted_through_its_routes_fn() {
-    use example_contract::{get, len, put, Put, StoreError};
-    let routes = example_contract::routes();
-    assert_eq!(routes.crate_name(), "example_contract");
-    assert_eq!(routes.paths(), ["/kv/clear", "/kv/get", "/kv/len", "/kv/put"]);
-    let server = Server::builder()
-        .bind("127.0.0.1:0")
-        .registered_routes(false)
-        .routes(routes)
-        .build()
-        .await
-        .unwrap();
-    assert_eq!(server.paths(), ["/kv/clear", "/kv/get", "/kv/len", "/kv/put"]);
-    let url = format!("ws://{}", server.local_addr());
-    let handle = server.spawn();
-    let c = Client::connect(&url).await.unwrap();
-    let key = "issue-9-mount";
-    put::call(
-        &c,
-        Put {
-            key: key.into(),
-            value: "v".into(),
-        },
-    )
-    .await
-    .unwrap();
-    assert_eq!(get::call(&c, key.into()).await.unwrap(), "v");
-    assert!(len::call(&c).await.unwrap() >= 1);
-    assert!(matches!(
-        get::call(&c, "issue-9-missing".into()).await,
-        Err(CallError::Handler(StoreError::NotFound(_)))
-    ));
-    handle.shutdown().await;
-}
-
-/// A mounted crate whose routes are also registered (the default) is served once, not refused
-/// as a duplicate.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mounted_and_registered_routes_are_served_once() {
-    let server = Server::builder()
-        .bind("127.0.0.1:0")
-        .routes(example_contract::routes())
-        .routes(example_contract::routes())
-        .build()
-        .await
-        .unwrap();
-    let paths = server.paths();
-    assert_eq!(
-        paths.iter().filter(|p| p.starts_with("/kv/")).count(),
-        4,
-        "{paths:?}"
-    );
-}
-
 /// Issue 9, point 6: closures with no argument at all serve routes without a payload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_9_zero_argument_closures() {

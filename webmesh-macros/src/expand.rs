@@ -172,6 +172,11 @@ impl<'a> Expansion<'a> {
             None => format!("Calls `{path}` and waits for its reply (the client's timeout applies)."),
         };
         let emit_doc = format!("Sends to `{path}` without waiting for a reply.");
+        let call_blocking_doc = format!(
+            "Calls `{path}` from code that is not async, and blocks until its reply (the client's timeout applies)."
+        );
+        let emit_blocking_doc =
+            format!("Sends to `{path}` from code that is not async, without waiting for a reply.");
         let (param, arg) = match self.h.payload() {
             Some(_) => (
                 quote!(, request: <Route as #krate::Route>::Request),
@@ -191,6 +196,19 @@ impl<'a> Expansion<'a> {
             #[doc = #emit_doc]
             #vis async fn emit(client: &#krate::Client #param) -> #krate::Result<()> {
                 client.emit::<Route>(#arg).await
+            }
+
+            #[doc = #call_blocking_doc]
+            #vis fn call_blocking(client: &#krate::BlockingClient #param) -> ::core::result::Result<
+                <Route as #krate::Route>::Response,
+                #krate::CallError<<Route as #krate::Route>::Error>,
+            > {
+                client.call::<Route>(#arg)
+            }
+
+            #[doc = #emit_blocking_doc]
+            #vis fn emit_blocking(client: &#krate::BlockingClient #param) -> #krate::Result<()> {
+                client.emit::<Route>(#arg)
             }
         }
     }
@@ -251,6 +269,13 @@ impl<'a> Expansion<'a> {
             Some(_) => quote!(),
             None => quote!(let () = #request;),
         };
+        let out = format_ident!("__webmesh_out");
+        let requires = self.h.args.iter().filter_map(|a| match a {
+            Arg::Context(t) => Some(quote_spanned! {t.span()=>
+                <#t as #krate::__private::FromCall<'static>>::require(#out);
+            }),
+            Arg::Payload(_) => None,
+        });
         let name = ident.to_string();
         quote! {
             #server_cfg
@@ -269,6 +294,11 @@ impl<'a> Expansion<'a> {
                         let _ = &#call;
                         #body
                     }
+                }
+
+                fn required_state(#out: &mut ::std::vec::Vec<#krate::__private::StateKey>) {
+                    let _ = &#out;
+                    #(#requires)*
                 }
             }
 

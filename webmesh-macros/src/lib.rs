@@ -1,8 +1,9 @@
-//! The `#[webmesh::route]` attribute. Use it through the `webmesh` crate, which documents it and
-//! re-exports it; this crate only parses, validates and expands.
+//! The `#[webmesh::route]` and `#[webmesh::push]` attributes. Use them through the `webmesh`
+//! crate, which documents and re-exports them; this crate only parses, validates and expands.
 
 mod expand;
 mod parse;
+mod push;
 mod validate;
 
 use proc_macro::TokenStream;
@@ -13,4 +14,12 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn route(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand::route(attr.into(), item.into()).into()
+}
+
+/// Declares a type as the message a server pushes on a path.
+///
+/// See the `webmesh` crate's documentation of `push`.
+#[proc_macro_attribute]
+pub fn push(attr: TokenStream, item: TokenStream) -> TokenStream {
+    push::push(attr.into(), item.into()).into()
 }

@@ -10,7 +10,7 @@ use crate::parse::RouteAttr;
 /// Type names taken as context arguments (filled in from the call, not decoded from the payload).
 /// The generated code passes them through `FromCall`, so the compiler checks that they are
 /// webmesh's types and not a payload type that happens to have one of these names.
-pub(crate) const CONTEXT_TYPES: &[&str] = &["Connection", "CallContext"];
+pub(crate) const CONTEXT_TYPES: &[&str] = &["Connection", "CallContext", "State"];
 
 /// One argument of the handler, in declaration order.
 #[allow(clippy::large_enum_variant)] // a handful per macro call
@@ -167,7 +167,7 @@ pub(crate) fn check(mut attr: RouteAttr, func: ItemFn, errors: &mut Errors) -> H
     }
 }
 
-fn check_path(path: &syn::LitStr, errors: &mut Errors) {
+pub(crate) fn check_path(path: &syn::LitStr, errors: &mut Errors) {
     let value = path.value();
     if !value.starts_with('/') {
         errors.push(syn::Error::new_spanned(
@@ -219,8 +219,8 @@ fn classify(ty: &Type) -> Result<Arg, (syn::Error, bool)> {
             syn::Error::new_spanned(
                 r,
                 "unsupported argument type: the payload is taken by value (an owned type that \
-                 implements `Deserialize`); the only references allowed are `&Connection` and \
-                 `&CallContext`",
+                 implements `Deserialize`); the only references allowed are `&Connection`, \
+                 `&CallContext` and `&State<T>`",
             ),
             true,
         )),

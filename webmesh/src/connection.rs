@@ -14,6 +14,7 @@ use webmesh_codec::{FrameEncoder, Framing};
 use crate::error::{CloseKind, Error, Result};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::state::{State, States};
 use crate::transport::{close, to_message};
 
 /// A connected peer, as a handler or hook sees it. Cheap to clone; every clone is the same
@@ -59,6 +60,8 @@ struct Inner {
     encoder: FrameEncoder,
     tx: mpsc::Sender<Message>,
     state: Extensions,
+    /// The server's state, shared by all its connections.
+    server_state: Arc<States>,
     closing: Notify,
     close_reason: Mutex<Option<(u16, String)>>,
     closed: AtomicBool,
@@ -72,6 +75,7 @@ pub(crate) struct Accepted {
     pub(crate) path: String,
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) encoder: FrameEncoder,
+    pub(crate) server_state: Arc<States>,
 }
 
 impl Connection {
@@ -86,6 +90,7 @@ impl Connection {
                 encoder: a.encoder,
                 tx,
                 state: Extensions::default(),
+                server_state: a.server_state,
                 closing: Notify::new(),
                 close_reason: Mutex::new(None),
                 closed: AtomicBool::new(false),
@@ -129,7 +134,8 @@ impl Connection {
         self.inner.encoder.codec().name()
     }
 
-    /// Per-connection state: typed values the handlers and hooks of this connection share.
+    /// Per-connection state: typed values the handlers and hooks of this connection share. (Values
+    /// the server owns and shares with every connection are [`State`](crate::State).)
     pub fn state(&self) -> &Extensions {
         &self.inner.state
     }
@@ -162,6 +168,27 @@ impl Connection {
             mpsc::error::TrySendError::Full(_) => Error::Backpressure,
             mpsc::error::TrySendError::Closed(_) => Error::closed(CloseKind::Lost, "connection is closed"),
         })
+    }
+
+    /// Sends a declared push message to the peer: the typed form of [`push`](Self::push), on
+    /// the path its type declares (see [`Push`](crate::Push)). Waits while the connection's
+    /// outbound queue is full.
+    ///
+    /// # Errors
+    ///
+    /// As [`push`](Self::push).
+    pub async fn push_message<P: crate::Push>(&self, message: &P) -> Result<()> {
+        self.push(P::PATH, message).await
+    }
+
+    /// Like [`push_message`](Self::push_message), without waiting: fails with
+    /// [`Error::Backpressure`] when the outbound queue is full.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_push`](Self::try_push).
+    pub fn try_push_message<P: crate::Push>(&self, message: &P) -> Result<()> {
+        self.try_push(P::PATH, message)
     }
 
     /// Closes the connection with a normal close frame carrying `reason`. Calls in flight still
@@ -266,6 +293,12 @@ impl CallContext {
     /// The connection the call came on.
     pub fn connection(&self) -> &Connection {
         &self.connection
+    }
+
+    /// The server state of type `T` (registered with `ServerBuilder::state`), as handlers get it
+    /// when they take a `State<T>` argument; `None` if the server has none.
+    pub fn state<T: 'static>(&self) -> Option<&State<T>> {
+        self.connection.inner.server_state.get::<T>()
     }
 }
 

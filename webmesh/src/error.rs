@@ -127,6 +127,17 @@ pub enum Error {
         /// The route registered second.
         second: String,
     },
+    /// A route takes server state (a `State<T>` argument) that the server was not given with
+    /// `ServerBuilder::state`.
+    #[error("route {route} ({path}) takes `State<{type_name}>`, and the server has no such state: add it with `ServerBuilder::state`")]
+    MissingState {
+        /// The route's handler.
+        route: String,
+        /// Its path.
+        path: String,
+        /// The state type it takes.
+        type_name: &'static str,
+    },
     /// The server or client is not configured correctly.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -49,7 +49,10 @@
 //!   async ([`Server::run`], [`Server::spawn`]) or on a thread ([`ServerBuilder::start_threaded`]).
 //! - [`Client`] (async) and [`BlockingClient`]: `call`, `emit`, `call_async`, push handlers.
 //! - [`Connection`]: a peer as a handler sees it: id, address, state, server push.
-//! - [`Route`]: the typed contract the macro generates and clients call through.
+//! - [`State`]: values the server owns (a pool, a cache), taken by handlers as arguments.
+//! - [`Route`]: the typed contract the macro generates and clients call through; [`Push`]: a
+//!   message a server pushes, declared with [`push`](macro@push); [`routes!`]: a crate's routes,
+//!   for a server to mount.
 //! - [`codec`]: the wire format (re-export of `webmesh-codec`).
 #![forbid(unsafe_code)]
 
@@ -60,6 +63,7 @@ mod registry;
 mod route;
 #[cfg(feature = "server")]
 mod server;
+mod state;
 mod transport;
 
 pub use webmesh_codec as codec;
@@ -72,14 +76,17 @@ pub use codec::Framing;
 pub use connection::{CallContext, Connection, Extensions};
 pub use error::{CallError, CloseKind, Error, Result};
 pub use registry::Routes;
-pub use route::{NoError, Route, Serve};
+pub use route::{NoError, Push, Route, Serve};
 #[cfg(feature = "server")]
 pub use server::{
     BlockingServer, FallibleHandler, Handler, Server, ServerBuilder, ServerHandle, DEFAULT_ADDR,
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_OUTBOUND_QUEUE,
     DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_STALLED_PEER_TIMEOUT,
 };
+pub use state::State;
 pub use transport::{Keepalive, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT};
+#[doc = include_str!("push.md")]
+pub use webmesh_macros::push;
 #[doc = include_str!("route.md")]
 pub use webmesh_macros::route;
 
@@ -94,4 +101,5 @@ pub mod __private {
 
     pub use crate::registry::RouteEntry;
     pub use crate::route::FromCall;
+    pub use crate::state::StateKey;
 }

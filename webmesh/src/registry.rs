@@ -13,6 +13,8 @@ pub struct RouteEntry {
     pub(crate) module: &'static str,
     #[cfg(feature = "server")]
     pub(crate) make: fn() -> crate::server::Erased,
+    #[cfg(feature = "server")]
+    pub(crate) requires: fn(&mut Vec<crate::state::StateKey>),
 }
 
 impl RouteEntry {
@@ -24,6 +26,8 @@ impl RouteEntry {
             module,
             #[cfg(feature = "server")]
             make: crate::server::erase_route::<R>,
+            #[cfg(feature = "server")]
+            requires: R::required_state,
         }
     }
 

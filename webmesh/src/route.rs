@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::connection::{CallContext, Connection};
+use crate::state::{State, StateKey};
 
 /// A route: a path and the types that travel on it.
 ///
@@ -63,6 +64,24 @@ impl fmt::Display for NoError {
 
 impl std::error::Error for NoError {}
 
+/// A message a server pushes to its clients on a path, declared once in the contract crate with
+/// [`#[webmesh::push("/path")]`](crate::push) so that both ends agree on its type at compile
+/// time.
+///
+/// The server sends it with [`Connection::push_message`]; a client handles it with
+/// `ClientBuilder::on_push_message`, whose handler's argument type picks the path. Sending or
+/// handling a type that is not declared does not compile. It can also be implemented by hand (a
+/// push from a server in another language).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a declared push message",
+    label = "not a push message",
+    note = "declare it in the contract next to the routes: `#[webmesh::push(\"/path\")] pub struct Msg {{ .. }}`"
+)]
+pub trait Push: Serialize + DeserializeOwned + Send + 'static {
+    /// The path it is pushed on.
+    const PATH: &'static str;
+}
+
 /// The server half of a route: how `#[webmesh::route]` runs the function it annotates.
 ///
 /// Implemented by the generated code; implement it by hand to serve a [`Route`] without the
@@ -75,21 +94,62 @@ pub trait Serve: Route {
         request: Self::Request,
         call: CallContext,
     ) -> impl Future<Output = Result<Self::Response, Self::Error>> + Send;
+
+    /// The server state the handler takes, for the check at `ServerBuilder::build`. Generated
+    /// by `#[webmesh::route]`; a hand-written impl that reads state through
+    /// [`CallContext::state`] may list it here to get the same check.
+    #[doc(hidden)]
+    fn required_state(_out: &mut Vec<StateKey>) {}
 }
 
 /// A handler argument that comes from the call rather than from its payload: `&Connection`,
-/// `Connection`, `&CallContext`, `CallContext`. Not a public API: the code `#[webmesh::route]`
-/// generates names it, so that the compiler checks every argument taken as context.
+/// `Connection`, `&CallContext`, `CallContext`, `&State<T>`, `State<T>`. Not a public API: the
+/// code `#[webmesh::route]` generates names it, so that the compiler checks every argument taken
+/// as context.
 #[doc(hidden)]
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not one of webmesh's context arguments",
     label = "taken as a context argument because of its name",
-    note = "`#[webmesh::route]` takes an argument whose type is named `Connection` or `CallContext` as webmesh's `Connection` or `CallContext`; any other argument is the payload",
+    note = "`#[webmesh::route]` takes an argument whose type is named `Connection`, `CallContext` or `State` as webmesh's; any other argument is the payload",
     note = "if this is your payload type, import it under another name, like `use my_types::Connection as DbConnection;`"
 )]
 pub trait FromCall<'a>: Sized {
     /// The argument, for this call.
     fn from_call(call: &'a CallContext) -> Self;
+
+    /// The server state it needs, if any.
+    fn require(_out: &mut Vec<StateKey>) {}
+}
+
+impl<'a, T: Send + Sync + 'static> FromCall<'a> for &'a State<T> {
+    fn from_call(call: &'a CallContext) -> Self {
+        // `build` checked that every state a route takes is there; a hand-made `Serve` impl
+        // that skips `required_state` fails here, in a handler, where a panic is an `internal`
+        // answer for that call alone.
+        call.state::<T>().unwrap_or_else(|| missing::<T>())
+    }
+
+    fn require(out: &mut Vec<StateKey>) {
+        out.push(StateKey::of::<T>());
+    }
+}
+
+impl<T: Send + Sync + 'static> FromCall<'_> for State<T> {
+    fn from_call(call: &CallContext) -> Self {
+        call.state::<T>().cloned().unwrap_or_else(|| missing::<T>())
+    }
+
+    fn require(out: &mut Vec<StateKey>) {
+        out.push(StateKey::of::<T>());
+    }
+}
+
+#[cold]
+fn missing<T>() -> ! {
+    panic!(
+        "no server state of type `{}`: register it with `ServerBuilder::state`",
+        std::any::type_name::<T>()
+    )
 }
 
 impl<'a> FromCall<'a> for &'a Connection {

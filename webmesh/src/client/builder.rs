@@ -179,6 +179,31 @@ impl ClientBuilder {
         self
     }
 
+    /// Runs `handler` for each declared push message of type `P` (see [`Push`](crate::Push)):
+    /// the typed form of [`on_push`](Self::on_push), on the path `P` declares, so that a handler
+    /// of the wrong type does not compile. Same rules as `on_push`: it runs on the connection's
+    /// task, in order; keep it short.
+    ///
+    /// ```no_run
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// #[webmesh::push("/stock/low")]
+    /// pub struct LowStock { pub sku: String, pub left: u32 }
+    ///
+    /// # async fn run() -> Result<(), webmesh::Error> {
+    /// let client = webmesh::Client::builder()
+    ///     .on_push_message(|low: LowStock| println!("{} is low: {} left", low.sku, low.left))
+    ///     .connect("ws://127.0.0.1:4269")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn on_push_message<P, F>(self, handler: F) -> Self
+    where
+        P: crate::Push,
+        F: Fn(P) + Send + Sync + 'static,
+    {
+        self.on_push(P::PATH, handler)
+    }
+
     /// Connects to `url` (`ws://host[:port][/path]`).
     ///
     /// # Errors

@@ -91,6 +91,7 @@ async fn serve_counted(tcp: TcpStream, peer: SocketAddr, id: u64, full: bool, sh
             path: neg.path,
             headers: neg.headers,
             encoder,
+            server_state: shared.states.clone(),
         },
         tx,
     );

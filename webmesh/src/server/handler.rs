@@ -12,7 +12,8 @@ use webmesh_codec::{code, Frame, FrameEncoder, WireMessage};
 use crate::connection::{CallContext, Connection};
 use crate::error::Error;
 use crate::registry::{RouteEntry, Routes};
-use crate::route::{NoError, Serve};
+use crate::route::{FromCall, NoError, Serve};
+use crate::state::{StateKey, States};
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
@@ -138,70 +139,96 @@ pub(crate) fn erase_route<R: Serve>() -> Erased {
     erase(|request: R::Request, call: CallContext| R::serve(request, call))
 }
 
-/// An async closure that can serve a path: `|payload: T| async { .. }`,
-/// `|payload: T, conn: Connection| async { .. }` or `|payload: T, call: CallContext| async { .. }`,
-/// whose value is any `Serialize` type.
+/// Route `R` with the state it takes, for `ServerBuilder::route`.
+pub(crate) fn erase_serve<R: Serve>() -> ErasedHandler {
+    let mut requires = Vec::new();
+    R::required_state(&mut requires);
+    ErasedHandler {
+        handler: erase_route::<R>(),
+        requires,
+    }
+}
+
+/// An async closure that can serve a path: `|payload: T| async { .. }`, or with up to two
+/// context arguments after the payload, each a [`Connection`](crate::Connection), a
+/// [`CallContext`] or a [`State<S>`](crate::State): `|payload: T, conn: Connection| async { .. }`,
+/// `|payload: T, db: State<Db>, call: CallContext| async { .. }`; or `|| async { .. }` for no
+/// payload. Its value is any `Serialize` type.
 ///
 /// `Args` only tells the shapes apart; it is inferred.
 #[diagnostic::on_unimplemented(
     message = "this is not a webmesh handler",
-    note = "a handler is an async closure `|payload: T| async move {{ .. }}` (or `|| async move {{ .. }}` for no payload), optionally taking `conn: webmesh::Connection` or `call: webmesh::CallContext` second, with `T: DeserializeOwned` and a `Serialize` value; for `Result` values use `on_fallible`"
+    note = "a handler is an async closure `|payload: T| async move {{ .. }}` (or `|| async move {{ .. }}` for no payload), optionally taking up to two of `webmesh::Connection`, `webmesh::CallContext` and `webmesh::State<S>` after the payload, with `T: DeserializeOwned` and a `Serialize` value; for `Result` values use `on_fallible`"
 )]
 pub trait Handler<Args>: Send + Sync + 'static {
     #[doc(hidden)]
     fn into_erased(self) -> ErasedHandler;
 }
 
-/// A handler with its types erased. Not a public API.
+/// A handler with its types erased, and the server state it takes. Not a public API.
 #[doc(hidden)]
-pub struct ErasedHandler(pub(crate) Erased);
+pub struct ErasedHandler {
+    pub(crate) handler: Erased,
+    pub(crate) requires: Vec<StateKey>,
+}
 
 /// An async closure returning `Result<R, E>`: `Err(e)` reaches a v1 caller as a typed error
 /// (code `handler`, data `e`). Shapes as for [`Handler`].
 #[diagnostic::on_unimplemented(
     message = "this is not a fallible webmesh handler",
-    note = "a fallible handler is an async closure `|payload: T| async move {{ .. }}` or `|| async move {{ .. }}` (optionally also taking `conn: webmesh::Connection` or `call: webmesh::CallContext`) returning `Result<R, E>` with `R: Serialize` and `E: Serialize`"
+    note = "a fallible handler is an async closure `|payload: T| async move {{ .. }}` or `|| async move {{ .. }}` (optionally also taking up to two of `webmesh::Connection`, `webmesh::CallContext` and `webmesh::State<S>`) returning `Result<R, E>` with `R: Serialize` and `E: Serialize`"
 )]
 pub trait FallibleHandler<Args>: Send + Sync + 'static {
     #[doc(hidden)]
     fn into_erased(self) -> ErasedHandler;
 }
 
-/// The three closure shapes: what the second argument is, and how to get it from the call.
+/// The closure shapes: the payload, then up to two context arguments (`Connection`,
+/// `CallContext`, `State<T>`), each taken from the call through `FromCall`.
 macro_rules! shapes {
-    ($( ($($arg:ident: $ty:ty),*) => |$ctx:ident| ($($val:expr),*) );* $(;)?) => {$(
-        impl<F, Fut, T> Handler<(T, $($ty),*)> for F
+    ($($ctx:ident),*) => {
+        impl<F, Fut, T, $($ctx),*> Handler<(T, $($ctx,)*)> for F
         where
-            F: Fn(T, $($ty),*) -> Fut + Send + Sync + 'static,
+            F: Fn(T, $($ctx),*) -> Fut + Send + Sync + 'static,
             Fut: Future + Send + 'static,
             Fut::Output: Serialize + Send + 'static,
             T: DeserializeOwned + Send + 'static,
+            $($ctx: for<'a> FromCall<'a> + Send + 'static,)*
         {
             fn into_erased(self) -> ErasedHandler {
-                ErasedHandler(erase(move |t: T, $ctx: CallContext| {
-                    let _ = &$ctx;
-                    let fut = self(t, $($val),*);
+                #[allow(unused_mut)]
+                let mut requires = Vec::new();
+                $(<$ctx as FromCall<'static>>::require(&mut requires);)*
+                let handler = erase(move |t: T, call: CallContext| {
+                    let _ = &call;
+                    let fut = self(t, $(<$ctx as FromCall<'_>>::from_call(&call)),*);
                     async move { Ok::<_, NoError>(fut.await) }
-                }))
+                });
+                ErasedHandler { handler, requires }
             }
         }
 
-        impl<F, Fut, T, R, E> FallibleHandler<(T, $($ty),*)> for F
+        impl<F, Fut, T, R, E, $($ctx),*> FallibleHandler<(T, $($ctx,)*)> for F
         where
-            F: Fn(T, $($ty),*) -> Fut + Send + Sync + 'static,
+            F: Fn(T, $($ctx),*) -> Fut + Send + Sync + 'static,
             Fut: Future<Output = Result<R, E>> + Send + 'static,
             T: DeserializeOwned + Send + 'static,
             R: Serialize + Send + 'static,
             E: Serialize + Send + 'static,
+            $($ctx: for<'a> FromCall<'a> + Send + 'static,)*
         {
             fn into_erased(self) -> ErasedHandler {
-                ErasedHandler(erase(move |t: T, $ctx: CallContext| {
-                    let _ = &$ctx;
-                    self(t, $($val),*)
-                }))
+                #[allow(unused_mut)]
+                let mut requires = Vec::new();
+                $(<$ctx as FromCall<'static>>::require(&mut requires);)*
+                let handler = erase(move |t: T, call: CallContext| {
+                    let _ = &call;
+                    self(t, $(<$ctx as FromCall<'_>>::from_call(&call)),*)
+                });
+                ErasedHandler { handler, requires }
             }
         }
-    )*};
+    };
 }
 
 /// A closure with no argument at all: its route takes no payload (the request is `()`).
@@ -212,10 +239,14 @@ where
     Fut::Output: Serialize + Send + 'static,
 {
     fn into_erased(self) -> ErasedHandler {
-        ErasedHandler(erase(move |(): (), _: CallContext| {
+        let handler = erase(move |(): (), _: CallContext| {
             let fut = self();
             async move { Ok::<_, NoError>(fut.await) }
-        }))
+        });
+        ErasedHandler {
+            handler,
+            requires: Vec::new(),
+        }
     }
 }
 
@@ -227,20 +258,23 @@ where
     E: Serialize + Send + 'static,
 {
     fn into_erased(self) -> ErasedHandler {
-        ErasedHandler(erase(move |(): (), _: CallContext| self()))
+        ErasedHandler {
+            handler: erase(move |(): (), _: CallContext| self()),
+            requires: Vec::new(),
+        }
     }
 }
 
-shapes! {
-    () => |ctx| ();
-    (conn: Connection) => |ctx| (ctx.connection().clone());
-    (call: CallContext) => |ctx| (ctx);
-}
+shapes!();
+shapes!(A);
+shapes!(A, B);
 
 /// One registered path.
 struct Slot {
     handler: Erased,
     name: String,
+    /// The server state its handler takes.
+    requires: Vec<StateKey>,
 }
 
 /// Path to handler.
@@ -252,7 +286,7 @@ pub(crate) struct Router {
 }
 
 impl Router {
-    pub(crate) fn add(&mut self, path: &str, name: String, handler: Erased) -> Result<(), Error> {
+    pub(crate) fn add(&mut self, path: &str, name: String, handler: ErasedHandler) -> Result<(), Error> {
         if let Some(first) = self.routes.get(path) {
             return Err(Error::DuplicateRoute {
                 path: path.to_owned(),
@@ -260,7 +294,37 @@ impl Router {
                 second: name,
             });
         }
-        self.routes.insert(path.into(), Slot { handler, name });
+        let ErasedHandler { handler, requires } = handler;
+        self.routes.insert(
+            path.into(),
+            Slot {
+                handler,
+                name,
+                requires,
+            },
+        );
+        Ok(())
+    }
+
+    /// Every route's state is there.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MissingState`] naming the first route (by path) that takes a state the server
+    /// was not given, and the type.
+    pub(crate) fn check_state(&self, states: &States) -> Result<(), Error> {
+        let mut paths: Vec<&Box<str>> = self.routes.keys().collect();
+        paths.sort();
+        for path in paths {
+            let slot = &self.routes[path];
+            if let Some(key) = slot.requires.iter().find(|k| !states.contains(k)) {
+                return Err(Error::MissingState {
+                    route: slot.name.clone(),
+                    path: path.to_string(),
+                    type_name: key.name,
+                });
+            }
+        }
         Ok(())
     }
 
@@ -303,7 +367,13 @@ impl Router {
             return Ok(());
         }
         self.entries.push(address);
-        self.add(e.path, e.qualified_name(), (e.make)())
+        let mut requires = Vec::new();
+        (e.requires)(&mut requires);
+        let handler = ErasedHandler {
+            handler: (e.make)(),
+            requires,
+        };
+        self.add(e.path, e.qualified_name(), handler)
     }
 
     pub(crate) fn get(&self, path: &str) -> Option<&Erased> {

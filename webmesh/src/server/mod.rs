@@ -18,6 +18,7 @@ use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::registry::Routes;
 use crate::route::Serve;
+use crate::state::{State, States};
 use crate::transport::Keepalive;
 
 pub(crate) use handler::{erase_route, Erased, Router};
@@ -62,6 +63,7 @@ pub(crate) struct Shared {
     pub(crate) next_id: AtomicU64,
     pub(crate) live: AtomicUsize,
     pub(crate) lifecycle: Arc<Lifecycle>,
+    pub(crate) states: Arc<States>,
 }
 
 /// Configures and builds a [`Server`].
@@ -95,7 +97,8 @@ pub struct ServerBuilder {
     stalled_peer_timeout: Option<Duration>,
     registered: bool,
     mounted: Vec<Routes>,
-    routes: Vec<(String, String, handler::Erased)>,
+    routes: Vec<(String, String, handler::ErasedHandler)>,
+    states: States,
     on_connect: Option<ConnHook>,
     on_disconnect: Option<ConnHook>,
     on_not_found: Option<NotFoundHook>,
@@ -118,6 +121,7 @@ impl Default for ServerBuilder {
             registered: true,
             mounted: Vec::new(),
             routes: Vec::new(),
+            states: States::default(),
             on_connect: None,
             on_disconnect: None,
             on_not_found: None,
@@ -244,7 +248,7 @@ impl ServerBuilder {
     /// ```
     pub fn on<Args>(mut self, path: impl Into<String>, handler: impl Handler<Args>) -> Self {
         let name = format!("closure on {:?}", std::any::type_name_of_val(&handler));
-        self.routes.push((path.into(), name, handler.into_erased().0));
+        self.routes.push((path.into(), name, handler.into_erased()));
         self
     }
 
@@ -252,7 +256,7 @@ impl ServerBuilder {
     /// [`CallError::Handler(e)`](crate::CallError::Handler); a 0.1.2 peer gets no reply.
     pub fn on_fallible<Args>(mut self, path: impl Into<String>, handler: impl FallibleHandler<Args>) -> Self {
         let name = format!("closure on {:?}", std::any::type_name_of_val(&handler));
-        self.routes.push((path.into(), name, handler.into_erased().0));
+        self.routes.push((path.into(), name, handler.into_erased()));
         self
     }
 
@@ -262,7 +266,32 @@ impl ServerBuilder {
     pub fn route<R: Serve>(mut self) -> Self {
         let name = std::any::type_name::<R>().to_owned();
         self.routes
-            .push((R::PATH.to_owned(), name, handler::erase_route::<R>()));
+            .push((R::PATH.to_owned(), name, handler::erase_serve::<R>()));
+        self
+    }
+
+    /// Gives the server a value its handlers take by type: a `State<T>` argument (`&State<T>` in a
+    /// `#[webmesh::route]` function, `State<T>` in a closure), for a database pool, a cache, a
+    /// configuration. One value per type; a second one of the same type replaces the first.
+    ///
+    /// A route that takes a state the server was not given makes [`build`](Self::build) fail,
+    /// naming the route and the type: it never fails at call time.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), webmesh::Error> {
+    /// struct Config { greeting: String }
+    ///
+    /// let server = webmesh::Server::builder()
+    ///     .state(Config { greeting: "hello".into() })
+    ///     .on("/greet", |name: String, config: webmesh::State<Config>| async move {
+    ///         format!("{} {name}", config.greeting)
+    ///     })
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn state<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.states.insert(State::new(value));
         self
     }
 
@@ -295,8 +324,9 @@ impl ServerBuilder {
     /// # Errors
     ///
     /// [`Error::DuplicateRoute`] naming both routes when two share a path; [`Error::Config`] when
-    /// a set of [`routes`](Self::routes) is empty; [`Error::Bind`] naming the address when it
-    /// cannot be bound.
+    /// a set of [`routes`](Self::routes) is empty; [`Error::MissingState`] naming the route and the
+    /// type when a route takes a [`state`](Self::state) the server was not given;
+    /// [`Error::Bind`] naming the address when it cannot be bound.
     pub async fn build(self) -> Result<Server> {
         let mut router = Router::default();
         if self.registered {
@@ -308,6 +338,7 @@ impl ServerBuilder {
         for (path, name, handler) in self.routes {
             router.add(&path, name, handler)?;
         }
+        router.check_state(&self.states)?;
         let bind_error = |source| Error::Bind {
             addr: self.addr.clone(),
             source,
@@ -321,6 +352,7 @@ impl ServerBuilder {
             }
         }
         let lifecycle = Arc::new(Lifecycle::new(self.shutdown_timeout));
+        let states = Arc::new(self.states);
         let shared = Arc::new(Shared {
             router,
             codecs,
@@ -339,6 +371,7 @@ impl ServerBuilder {
             next_id: AtomicU64::new(1),
             live: AtomicUsize::new(0),
             lifecycle: lifecycle.clone(),
+            states,
         });
         let routes = shared.router.paths().count();
         if routes == 0 {
