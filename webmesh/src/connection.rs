@@ -14,8 +14,8 @@ use webmesh_codec::{FrameEncoder, Framing};
 use crate::error::{CloseKind, Error, Result};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::conn::{close, to_message};
 use crate::state::{State, States};
-use crate::transport::{close, to_message};
 
 /// A connected peer, as a handler or hook sees it. Cheap to clone; every clone is the same
 /// connection.
@@ -54,7 +54,7 @@ pub struct Connection {
 
 struct Inner {
     id: u64,
-    peer: SocketAddr,
+    peer: Option<SocketAddr>,
     path: String,
     headers: Vec<(String, String)>,
     encoder: FrameEncoder,
@@ -71,7 +71,7 @@ struct Inner {
 #[cfg(feature = "server")]
 pub(crate) struct Accepted {
     pub(crate) id: u64,
-    pub(crate) peer: SocketAddr,
+    pub(crate) peer: Option<SocketAddr>,
     pub(crate) path: String,
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) encoder: FrameEncoder,
@@ -103,8 +103,9 @@ impl Connection {
         self.inner.id
     }
 
-    /// The peer's address.
-    pub fn peer_addr(&self) -> SocketAddr {
+    /// The peer's address; `None` for a stream that has none (a Unix socket, an in-memory pipe:
+    /// see `ServerHandle::serve_connection`).
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.inner.peer
     }
 

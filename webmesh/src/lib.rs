@@ -57,6 +57,7 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod conn;
 mod connection;
 mod error;
 mod registry;
@@ -64,7 +65,6 @@ mod route;
 #[cfg(feature = "server")]
 mod server;
 mod state;
-mod transport;
 
 pub use webmesh_codec as codec;
 
@@ -73,6 +73,7 @@ pub use client::{
     DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
 };
 pub use codec::Framing;
+pub use conn::{Keepalive, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT};
 pub use connection::{CallContext, Connection, Extensions};
 pub use error::{CallError, CloseKind, Error, Result};
 pub use registry::Routes;
@@ -84,7 +85,6 @@ pub use server::{
     DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_STALLED_PEER_TIMEOUT,
 };
 pub use state::State;
-pub use transport::{Keepalive, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT};
 #[doc = include_str!("push.md")]
 pub use webmesh_macros::push;
 #[doc = include_str!("route.md")]

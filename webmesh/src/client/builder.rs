@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::protocol::Role;
@@ -15,8 +16,8 @@ use webmesh_codec::{
 };
 
 use super::{driver, handshake, BlockingClient, Client, ConnectionState, Handle, Shared};
+use crate::conn::{self, Io, Keepalive};
 use crate::error::{Error, Result};
-use crate::transport::{self, Keepalive};
 
 /// Default [`ClientBuilder::timeout`].
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -82,7 +83,7 @@ impl Default for ClientBuilder {
             limits: Limits::default(),
             timeout: Some(DEFAULT_CALL_TIMEOUT),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            outbound_queue: transport::DEFAULT_OUTBOUND_QUEUE,
+            outbound_queue: conn::DEFAULT_OUTBOUND_QUEUE,
             headers: Vec::new(),
             push: HashMap::new(),
             keepalive: Some(Keepalive::default()),
@@ -214,7 +215,7 @@ impl ClientBuilder {
     /// [`Error::ConnectTimeout`] past the connect timeout. Each names the URL.
     pub async fn connect(self, url: &str) -> Result<Client> {
         let after = self.connect_timeout;
-        tokio::time::timeout(after, self.connect_inner(url))
+        tokio::time::timeout(after, self.connect_inner(url, None))
             .await
             .map_err(|_| Error::ConnectTimeout {
                 url: url.to_owned(),
@@ -222,7 +223,33 @@ impl ClientBuilder {
             })?
     }
 
-    async fn connect_inner(self, url: &str) -> Result<Client> {
+    /// Connects over a stream that is already open (a Unix socket, a stream from another
+    /// transport, an in-memory pipe): runs the WebSocket upgrade on it for `url` (its host and
+    /// path go into the request) and speaks webmesh over it. Nothing is dialed, so
+    /// [`reconnect`](Self::reconnect) is not available here.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] with `reconnect` set; otherwise as [`connect`](Self::connect).
+    pub async fn connect_stream<S>(self, stream: S, url: &str) -> Result<Client>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        if self.reconnect.is_some() {
+            return Err(Error::Config(
+                "reconnect needs a URL to dial again: it is not available with connect_stream".into(),
+            ));
+        }
+        let after = self.connect_timeout;
+        tokio::time::timeout(after, self.connect_inner(url, Some(Box::new(stream))))
+            .await
+            .map_err(|_| Error::ConnectTimeout {
+                url: url.to_owned(),
+                after,
+            })?
+    }
+
+    async fn connect_inner(self, url: &str, stream: Option<Io>) -> Result<Client> {
         let dialer = Dialer {
             url: url.to_owned(),
             parsed: handshake::WsUrl::parse(url)?,
@@ -232,7 +259,10 @@ impl ClientBuilder {
             limits: self.limits,
             connect_timeout: self.connect_timeout,
         };
-        let (ws, framing) = dialer.dial().await?;
+        let (ws, framing) = match stream {
+            Some(io) => dialer.upgrade(io).await?,
+            None => dialer.dial().await?,
+        };
         let (cmd, rx) = mpsc::channel(self.outbound_queue);
         let (state_tx, state_rx) = watch::channel(ConnectionState::Connected);
         let shared = Arc::new(Shared {
@@ -396,7 +426,7 @@ pub(super) struct Dialer {
 
 impl Dialer {
     /// TCP connect and WebSocket upgrade, within the connect timeout.
-    pub(super) async fn dial(&self) -> Result<(WebSocketStream<TcpStream>, Framing)> {
+    pub(super) async fn dial(&self) -> Result<(WebSocketStream<Io>, Framing)> {
         let after = self.connect_timeout;
         tokio::time::timeout(after, self.dial_inner())
             .await
@@ -406,19 +436,24 @@ impl Dialer {
             })?
     }
 
-    async fn dial_inner(&self) -> Result<(WebSocketStream<TcpStream>, Framing)> {
-        let mut tcp = TcpStream::connect((self.parsed.host.as_str(), self.parsed.port))
+    async fn dial_inner(&self) -> Result<(WebSocketStream<Io>, Framing)> {
+        let tcp = TcpStream::connect((self.parsed.host.as_str(), self.parsed.port))
             .await
             .map_err(|source| Error::Connect {
                 url: self.url.clone(),
                 source,
             })?;
         let _ = tcp.set_nodelay(true);
+        self.upgrade(Box::new(tcp)).await
+    }
+
+    /// The WebSocket upgrade on an open stream, and the framing the server took.
+    async fn upgrade(&self, mut io: Io) -> Result<(WebSocketStream<Io>, Framing)> {
         let offered: Vec<String> = match self.protocol {
             Protocol::Legacy => Vec::new(),
             Protocol::Auto | Protocol::V1 => vec![subprotocol(&self.codec)],
         };
-        let up = handshake::upgrade(&mut tcp, &self.parsed, &offered, &self.headers).await?;
+        let up = handshake::upgrade(&mut io, &self.parsed, &offered, &self.headers).await?;
         let failed = |reason: String| Error::Handshake {
             url: self.url.clone(),
             reason,
@@ -433,8 +468,8 @@ impl Dialer {
             }
             (None, _) => Framing::Legacy,
         };
-        let config = transport::ws_config(&self.limits);
-        let ws = WebSocketStream::from_partially_read(tcp, up.leftover, Role::Client, Some(config)).await;
+        let config = conn::ws_config(&self.limits);
+        let ws = WebSocketStream::from_partially_read(io, up.leftover, Role::Client, Some(config)).await;
         Ok((ws, framing))
     }
 }

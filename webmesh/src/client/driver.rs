@@ -2,30 +2,28 @@
 //! waiting callers and pushes to their handlers; keeps the connection alive, and reconnects it
 //! when asked to.
 //!
-//! One task owns the socket (no split halves, no lock between reader and writer) and the table of
-//! calls in flight (no lock around it either: callers hand their call over through a channel).
-//! Everything that became readable or sendable is processed before one flush.
+//! It runs the connection core's loop ([`Socket::poll_run`]) with [`Calling`] as its role. The
+//! role owns the table of calls in flight (no lock around it: callers hand their call over
+//! through a channel).
 
 use std::collections::HashMap;
-use std::pin::Pin;
+
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::Stream;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
-use webmesh_codec::{code, decode_frame, Frame, Kind};
+use webmesh_codec::{code, decode_frame, Frame, FrameType, Kind};
 
 use super::builder::{Dialer, Reconnect};
 use super::legacy::{LegacyPaths, Reply};
 use super::{ConnectionState, Shared};
+use crate::conn::{self, Io, Keepalive, Outbox, Role, Socket};
 use crate::error::{CloseKind, Error, Result};
-use crate::transport::{self, Keepalive, Liveness, Timers};
 
 /// Where a call's answer goes.
 pub(super) type Waiter = oneshot::Sender<Result<Frame>>;
@@ -65,16 +63,20 @@ enum End {
 }
 
 pub(super) struct Driver {
-    ws: WebSocketStream<TcpStream>,
-    shared: Arc<Shared>,
-    rx: mpsc::Receiver<Command>,
+    socket: Socket,
+    calling: Calling,
     dialer: Dialer,
     keepalive: Option<Keepalive>,
     reconnect: Option<Reconnect>,
-    timers: Timers,
+}
+
+/// The client's role in the connection core: calls handed over by callers, and the answers
+/// they wait for.
+struct Calling {
+    shared: Arc<Shared>,
+    rx: mpsc::Receiver<Command>,
     by_id: HashMap<u64, Waiter>,
     legacy: LegacyPaths,
-    outbox: transport::Outbox,
     since_sweep: u32,
     /// Set once we asked to close: wait for the server's close answer.
     closing: bool,
@@ -82,7 +84,7 @@ pub(super) struct Driver {
 
 impl Driver {
     pub(super) fn new(
-        ws: WebSocketStream<TcpStream>,
+        ws: WebSocketStream<Io>,
         shared: Arc<Shared>,
         rx: mpsc::Receiver<Command>,
         dialer: Dialer,
@@ -90,18 +92,18 @@ impl Driver {
         reconnect: Option<Reconnect>,
     ) -> Self {
         Driver {
-            ws,
-            shared,
-            rx,
+            socket: Socket::new(ws, keepalive, None),
+            calling: Calling {
+                shared,
+                rx,
+                by_id: HashMap::new(),
+                legacy: LegacyPaths::default(),
+                since_sweep: 0,
+                closing: false,
+            },
             dialer,
             keepalive,
             reconnect,
-            timers: Timers::new(keepalive, None),
-            by_id: HashMap::new(),
-            legacy: LegacyPaths::default(),
-            outbox: transport::Outbox::default(),
-            since_sweep: 0,
-            closing: false,
         }
     }
 
@@ -110,16 +112,20 @@ impl Driver {
         let mut attempt = 0;
         loop {
             let connected_at = Instant::now();
-            let end = std::future::poll_fn(|cx| self.poll_run(cx)).await;
+            let end = {
+                let Driver { socket, calling, .. } = &mut self;
+                std::future::poll_fn(|cx| socket.poll_run(calling, cx)).await
+            };
+            let end = self.ended(end).await;
             let (kind, reason, final_) = match end {
                 End::Closed(r) => (CloseKind::Local, r, true),
                 End::Dropped(kind, r) => (kind, r, self.reconnect.is_none()),
             };
-            if self.closing {
+            if self.calling.closing {
                 // Our close frame is out: give the server a moment to answer it.
                 let _ = tokio::time::timeout(
                     Duration::from_secs(2),
-                    std::future::poll_fn(|cx| self.poll_read_to_end(cx)),
+                    std::future::poll_fn(|cx| self.socket.poll_read_to_end(cx)),
                 )
                 .await;
             }
@@ -148,9 +154,7 @@ impl Driver {
             self.fail_pending(kind, &reason);
             match self.reconnect_loop(&state, policy, &mut attempt, reason).await {
                 Some(ws) => {
-                    self.ws = ws;
-                    self.timers = Timers::new(self.keepalive, None);
-                    self.outbox = transport::Outbox::default();
+                    self.socket = Socket::new(ws, self.keepalive, None);
                     state.send_replace(ConnectionState::Connected);
                     tracing::info!(url = %self.dialer.url, "reconnected");
                 }
@@ -165,8 +169,8 @@ impl Driver {
             kind,
             reason: reason.clone(),
         });
-        self.rx.close();
-        while let Ok(cmd) = self.rx.try_recv() {
+        self.calling.rx.close();
+        while let Ok(cmd) = self.calling.rx.try_recv() {
             fail_command(cmd, kind, &reason);
         }
     }
@@ -178,7 +182,7 @@ impl Driver {
         policy: Reconnect,
         attempt: &mut u32,
         reason: String,
-    ) -> Option<WebSocketStream<TcpStream>> {
+    ) -> Option<WebSocketStream<Io>> {
         loop {
             *attempt += 1;
             if policy.max_attempts.is_some_and(|max| *attempt > max) {
@@ -200,7 +204,7 @@ impl Driver {
             // While down, calls fail at once; a close request ends it all.
             let waited = tokio::select! {
                 _ = tokio::time::sleep(delay) => true,
-                _ = fail_commands_until_close(&mut self.rx, down, &failing) => false,
+                _ = fail_commands_until_close(&mut self.calling.rx, down, &failing) => false,
             };
             if !waited {
                 self.finish(state, CloseKind::Local, "client closed".into());
@@ -208,14 +212,16 @@ impl Driver {
             }
             let dialed = tokio::select! {
                 d = self.dialer.dial() => Some(d),
-                _ = fail_commands_until_close(&mut self.rx, down, &failing) => None,
+                _ = fail_commands_until_close(&mut self.calling.rx, down, &failing) => None,
             };
             match dialed {
                 None => {
                     self.finish(state, CloseKind::Local, "client closed".into());
                     return None;
                 }
-                Some(Ok((ws, framing))) if framing == self.shared.encoder.framing() => return Some(ws),
+                Some(Ok((ws, framing))) if framing == self.calling.shared.encoder.framing() => {
+                    return Some(ws)
+                }
                 Some(Ok((_, framing))) => {
                     tracing::warn!(
                         framing = framing.name(),
@@ -228,105 +234,88 @@ impl Driver {
     }
 
     fn fail_pending(&mut self, kind: CloseKind, reason: &str) {
-        for (_, w) in self.by_id.drain() {
+        for (_, w) in self.calling.by_id.drain() {
             let _ = w.send(Err(Error::closed(kind, reason)));
         }
-        self.legacy.fail_all(|| Error::closed(kind, reason));
+        self.calling.legacy.fail_all(|| Error::closed(kind, reason));
     }
 
-    fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<End> {
-        loop {
-            match self.timers.poll(cx) {
-                Poll::Ready(Liveness::Ping) => self.outbox.queue.push_front(Message::Ping(Bytes::new())),
-                Poll::Ready(Liveness::Dead) => {
-                    return Poll::Ready(End::Dropped(
-                        CloseKind::Lost,
-                        "keepalive timeout: the server stopped answering pings".into(),
-                    ))
-                }
-                Poll::Ready(Liveness::Stalled) | Poll::Pending => {}
+    /// How the connection ended, from the core's account.
+    async fn ended(&mut self, end: conn::End) -> End {
+        let (kind, reason) = match end {
+            conn::End::PeerClosed(frame) => {
+                let code = frame.as_ref().map(|(c, _)| *c);
+                let reason = match frame {
+                    Some((_, r)) if !r.is_empty() => format!("closed by server: {r}"),
+                    _ => "closed by server".to_owned(),
+                };
+                (CloseKind::Remote { code }, reason)
             }
-            let mut progress = match self.poll_write(cx) {
-                Ok(p) => p,
-                Err(reason) => return Poll::Ready(End::Dropped(CloseKind::Lost, reason)),
-            };
-            if !self.closing {
-                while self.outbox.queue.len() < OUT_HIGH {
-                    match self.rx.poll_recv(cx) {
-                        Poll::Ready(Some(cmd)) => {
-                            progress = true;
-                            self.command(cmd);
-                        }
-                        Poll::Ready(None) => {
-                            // Every handle is gone: close.
-                            progress = true;
-                            self.command(Command::Close(transport::close::NORMAL, "client closed".into()));
-                        }
-                        Poll::Pending => break,
-                    }
-                    if self.closing {
-                        break;
-                    }
-                }
+            conn::End::Lost(reason) => (CloseKind::Lost, reason),
+            conn::End::Dead => (
+                CloseKind::Lost,
+                "keepalive timeout: the server stopped answering pings".to_owned(),
+            ),
+            conn::End::Stalled => (CloseKind::Lost, "the server stopped reading".to_owned()),
+            conn::End::Close(code, reason) => {
+                // The server broke the protocol (a frame over the limit...): say so, briefly.
+                self.socket
+                    .try_close(code, &reason, Duration::from_millis(200))
+                    .await;
+                (CloseKind::Lost, format!("connection failed: {reason}"))
             }
-            match Pin::new(&mut self.ws).poll_next(cx) {
-                Poll::Ready(None) => {
-                    return Poll::Ready(self.ended(CloseKind::Lost, "connection closed".into()))
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    return Poll::Ready(self.ended(CloseKind::Lost, format!("connection lost: {e}")))
-                }
-                Poll::Ready(Some(Ok(Message::Close(frame)))) => {
-                    let code = frame.as_ref().map(|f| u16::from(f.code));
-                    let reason = match frame {
-                        Some(f) if !f.reason.is_empty() => format!("closed by server: {}", f.reason),
-                        _ => "closed by server".to_owned(),
-                    };
-                    return Poll::Ready(self.ended(CloseKind::Remote { code }, reason));
-                }
-                Poll::Ready(Some(Ok(msg))) => {
-                    progress = true;
-                    self.timers.heard();
-                    self.on_message(msg);
-                }
-                Poll::Pending => {}
-            }
-            if !progress {
-                if let Err(reason) = self.poll_flush(cx) {
-                    return Poll::Ready(End::Dropped(CloseKind::Lost, reason));
-                }
-                return Poll::Pending;
-            }
-        }
-    }
-
-    /// How the connection ended, given why the stream stopped.
-    fn ended(&self, kind: CloseKind, reason: String) -> End {
-        if self.closing {
+        };
+        if self.calling.closing {
             End::Closed("client closed".into())
         } else {
             End::Dropped(kind, reason)
         }
     }
+}
 
-    /// After our close frame: read (and drop) until the server's close answer ends the stream.
-    fn poll_read_to_end(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let _ = self.poll_flush(cx);
-        loop {
-            match Pin::new(&mut self.ws).poll_next(cx) {
-                Poll::Ready(None | Some(Err(_))) => return Poll::Ready(()),
-                Poll::Ready(Some(Ok(_))) => {}
-                Poll::Pending => return Poll::Pending,
+impl Role for Calling {
+    fn poll_work(&mut self, cx: &mut Context<'_>, out: &mut Outbox) -> bool {
+        let mut progress = false;
+        while !self.closing && out.queue.len() < OUT_HIGH {
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(cmd)) => {
+                    progress = true;
+                    self.command(cmd, out);
+                }
+                Poll::Ready(None) => {
+                    // Every handle is gone: close.
+                    progress = true;
+                    self.command(Command::Close(conn::close::NORMAL, "client closed".into()), out);
+                }
+                Poll::Pending => break,
             }
         }
+        progress
     }
 
-    fn command(&mut self, cmd: Command) {
+    fn may_read(&self, _: &Outbox) -> bool {
+        true
+    }
+
+    fn on_data(
+        &mut self,
+        frame_type: FrameType,
+        bytes: Bytes,
+        out: &mut Outbox,
+        _: &mut Context<'_>,
+    ) -> Option<conn::End> {
+        self.on_message(frame_type, bytes, out);
+        None
+    }
+}
+
+impl Calling {
+    fn command(&mut self, cmd: Command, out: &mut Outbox) {
         match cmd {
             Command::Call { id, msg, waiter } => {
-                self.sweep();
+                self.sweep(out);
                 self.by_id.insert(id, waiter);
-                self.outbox.queue.push_back(msg);
+                out.queue.push_back(msg);
             }
             Command::LegacyCall {
                 id,
@@ -334,40 +323,36 @@ impl Driver {
                 msg,
                 waiter,
             } => {
-                self.sweep();
-                self.legacy.call(id, path, msg, waiter, &mut self.outbox.queue);
+                self.sweep(out);
+                self.legacy.call(id, path, msg, waiter, &mut out.queue);
             }
-            Command::LegacyEmit { path, msg } => self.legacy.emit(path, msg, &mut self.outbox.queue),
-            Command::Send(msg) => self.outbox.queue.push_back(msg),
+            Command::LegacyEmit { path, msg } => self.legacy.emit(path, msg, &mut out.queue),
+            Command::Send(msg) => out.queue.push_back(msg),
             Command::Forget { id, path: None } => {
                 self.by_id.remove(&id);
             }
             Command::Forget { id, path: Some(path) } => {
-                self.legacy.forget(id, &path, &mut self.outbox.queue);
+                self.legacy.forget(id, &path, &mut out.queue);
             }
             Command::Close(code, reason) => {
-                self.outbox
-                    .queue
-                    .push_back(Message::Close(Some(transport::close_frame(code, &reason))));
+                out.queue
+                    .push_back(Message::Close(Some(conn::close_frame(code, &reason))));
                 self.closing = true;
             }
         }
     }
 
     /// Drops waiters whose callers are gone (a `Forget` lost to a full channel).
-    fn sweep(&mut self) {
+    fn sweep(&mut self, out: &mut Outbox) {
         self.since_sweep += 1;
         if self.since_sweep >= SWEEP_EVERY {
             self.since_sweep = 0;
             self.by_id.retain(|_, w| !w.is_closed());
-            self.legacy.sweep(&mut self.outbox.queue);
+            self.legacy.sweep(&mut out.queue);
         }
     }
 
-    fn on_message(&mut self, msg: Message) {
-        let Some((frame_type, bytes)) = transport::data_of(msg) else {
-            return; // ping, pong: tungstenite answers pings
-        };
+    fn on_message(&mut self, frame_type: FrameType, bytes: Bytes, out: &mut Outbox) {
         let encoder = &self.shared.encoder;
         let frame = match decode_frame(
             encoder.framing(),
@@ -389,7 +374,7 @@ impl Driver {
                 }
                 None => tracing::debug!(id = frame.id(), "answer to a call no longer waited for"),
             },
-            Kind::Legacy => match self.legacy.reply(frame.path(), &mut self.outbox.queue) {
+            Kind::Legacy => match self.legacy.reply(frame.path(), &mut out.queue) {
                 Reply::Deliver(w) => {
                     let _ = w.send(Ok(frame));
                 }
@@ -404,7 +389,7 @@ impl Driver {
                 if let Ok(Some(m)) =
                     encoder.error_plain(frame.id(), code::NOT_FOUND, "this client serves no routes")
                 {
-                    self.outbox.queue.push_back(transport::to_message(m));
+                    out.queue.push_back(conn::to_message(m));
                 }
             }
             Kind::Cancel => {}
@@ -413,7 +398,7 @@ impl Driver {
                     if let Ok(Some(m)) =
                         encoder.error_plain(frame.id(), code::UNSUPPORTED, "unsupported frame kind")
                     {
-                        self.outbox.queue.push_back(transport::to_message(m));
+                        out.queue.push_back(conn::to_message(m));
                     }
                 }
             }
@@ -432,19 +417,6 @@ impl Driver {
                 "message with no waiting call and no push handler: dropped"
             ),
         }
-    }
-
-    fn poll_write(&mut self, cx: &mut Context<'_>) -> Result<bool, String> {
-        self.outbox
-            .poll_write(&mut self.ws, cx)
-            .map_err(|e| format!("connection lost: {e}"))
-    }
-
-    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Result<(), String> {
-        self.outbox
-            .poll_flush(&mut self.ws, cx)
-            .map(drop)
-            .map_err(|e| format!("connection lost: {e}"))
     }
 }
 

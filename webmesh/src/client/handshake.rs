@@ -3,8 +3,7 @@
 //! which tungstenite's client rejects. Reading the answer ourselves lets one handshake both offer
 //! v1 and fall back to legacy.
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::handshake::client::generate_key;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
@@ -98,7 +97,7 @@ pub(crate) struct Upgraded {
 
 /// Sends the upgrade request on `tcp` and checks the answer.
 pub(crate) async fn upgrade(
-    tcp: &mut TcpStream,
+    tcp: &mut (impl AsyncRead + AsyncWrite + Unpin),
     url: &WsUrl,
     protocols: &[String],
     headers: &[(String, String)],

@@ -22,9 +22,9 @@ use webmesh_codec::{code, Frame, FrameEncoder, Framing, Kind, Limits, WireMessag
 pub use blocking::{BlockingClient, CallHandle};
 pub use builder::{ClientBuilder, Protocol, Reconnect, DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT};
 
+use crate::conn::{self, close};
 use crate::error::{CallError, CloseKind, Error, Result};
 use crate::route::Route;
-use crate::transport::{self, close};
 use builder::PushHandler;
 use driver::Command;
 
@@ -164,7 +164,7 @@ impl Drop for ForgetGuard<'_> {
             path: self.path.map(str::to_owned),
         });
         if let Some(cancel) = h.shared.encoder.cancel(self.id) {
-            let _ = h.cmd.try_send(Command::Send(transport::to_message(cancel)));
+            let _ = h.cmd.try_send(Command::Send(conn::to_message(cancel)));
         }
     }
 }
@@ -371,7 +371,7 @@ impl Client {
     /// server answers it if its callback returns a value.
     async fn send(&self, path: &str, msg: WireMessage) -> Result<()> {
         let h = &self.inner;
-        let msg = transport::to_message(msg);
+        let msg = conn::to_message(msg);
         let cmd = match h.shared.encoder.framing() {
             Framing::V1 => Command::Send(msg),
             Framing::Legacy => Command::LegacyEmit {
@@ -393,7 +393,7 @@ impl Client {
         Ok(Started {
             id,
             path: path.to_owned(),
-            msg: transport::to_message(msg),
+            msg: conn::to_message(msg),
         })
     }
 

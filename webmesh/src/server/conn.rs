@@ -8,7 +8,6 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
@@ -17,8 +16,8 @@ use webmesh_codec::{parse_subprotocol, subprotocol, AnyCodec, FrameEncoder, Fram
 
 use super::lifecycle::{self, Running};
 use super::Shared;
+use crate::conn::{self, Io, Socket};
 use crate::connection::{Accepted, Connection};
-use crate::transport;
 
 /// What the handshake settled.
 struct Negotiated {
@@ -28,21 +27,20 @@ struct Negotiated {
     headers: Vec<(String, String)>,
 }
 
-/// Serves one accepted TCP connection to its end; `running` counts it as a part of the server
-/// until then.
-pub(super) async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>, running: Running) {
-    let _ = tcp.set_nodelay(true);
+/// Serves one accepted connection to its end; `running` counts it as a part of the server until
+/// then.
+pub(super) async fn serve(io: Io, peer: Option<SocketAddr>, shared: Arc<Shared>, running: Running) {
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    let span = tracing::info_span!("connection", id, %peer);
+    let span = tracing::info_span!("connection", id, peer = ?peer);
     // Counted from before the handshake so a flood of half-open upgrades counts too.
     let live = shared.live.fetch_add(1, Ordering::AcqRel) + 1;
     let full = live > shared.max_connections;
-    serve_counted(tcp, peer, id, full, &shared).instrument(span).await;
+    serve_counted(io, peer, id, full, &shared).instrument(span).await;
     shared.live.fetch_sub(1, Ordering::AcqRel);
     drop(running);
 }
 
-async fn serve_counted(tcp: TcpStream, peer: SocketAddr, id: u64, full: bool, shared: &Arc<Shared>) {
+async fn serve_counted(io: Io, peer: Option<SocketAddr>, id: u64, full: bool, shared: &Arc<Shared>) {
     let negotiated: Arc<Mutex<Option<Negotiated>>> = Arc::default();
     let slot = negotiated.clone();
     let codecs = shared.codecs.clone();
@@ -56,10 +54,10 @@ async fn serve_counted(tcp: TcpStream, peer: SocketAddr, id: u64, full: bool, sh
         }
         negotiate(req, resp, &codecs, &slot)
     };
-    let config = transport::ws_config(&shared.limits);
+    let config = conn::ws_config(&shared.limits);
     let handshake = tokio::time::timeout(
         shared.handshake_timeout,
-        tokio_tungstenite::accept_hdr_async_with_config(tcp, callback, Some(config)),
+        tokio_tungstenite::accept_hdr_async_with_config(io, callback, Some(config)),
     );
     let mut shutdown = shared.lifecycle.subscribe();
     let ws = tokio::select! {
@@ -104,7 +102,8 @@ async fn serve_counted(tcp: TcpStream, peer: SocketAddr, id: u64, full: bool, sh
         run_hook("on_connect", || hook(&conn));
     }
 
-    super::driver::Driver::new(ws, conn.clone(), shared.clone(), rx)
+    let socket = Socket::new(ws, shared.keepalive, shared.stalled_peer_timeout);
+    super::driver::Driver::new(socket, conn.clone(), shared.clone(), rx)
         .run()
         .await;
     conn.mark_closing();

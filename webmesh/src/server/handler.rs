@@ -50,7 +50,7 @@ impl Dispatch {
         match self.reply {
             ReplyTo::Call(id) => self.encoder().error_plain(id, code, message).ok().flatten(),
             ReplyTo::Legacy | ReplyTo::Nothing => {
-                tracing::warn!(path = self.frame.path(), peer = %self.conn.peer_addr(), code, "{message}");
+                tracing::warn!(path = self.frame.path(), peer = ?self.conn.peer_addr(), code, "{message}");
                 None
             }
         }
@@ -61,7 +61,7 @@ impl Dispatch {
         let encoded = match (self.reply, &outcome) {
             (ReplyTo::Nothing, Ok(_)) => return None,
             (ReplyTo::Nothing | ReplyTo::Legacy, Err(_)) => {
-                tracing::warn!(path, peer = %self.conn.peer_addr(), "handler returned an error (no reply in this mode)");
+                tracing::warn!(path, peer = ?self.conn.peer_addr(), "handler returned an error (no reply in this mode)");
                 return None;
             }
             (ReplyTo::Call(id), Ok(v)) => self.encoder().reply(id, path, v),

@@ -14,12 +14,12 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use webmesh_codec::{AnyCodec, Compression, Limits};
 
+use crate::conn::Keepalive;
 use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::registry::Routes;
 use crate::route::Serve;
 use crate::state::{State, States};
-use crate::transport::Keepalive;
 
 pub(crate) use handler::{erase_route, Erased, Router};
 pub use handler::{FallibleHandler, Handler};
@@ -32,7 +32,7 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default [`ServerBuilder::max_in_flight`].
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
 /// Default [`ServerBuilder::outbound_queue`].
-pub const DEFAULT_OUTBOUND_QUEUE: usize = crate::transport::DEFAULT_OUTBOUND_QUEUE;
+pub const DEFAULT_OUTBOUND_QUEUE: usize = crate::conn::DEFAULT_OUTBOUND_QUEUE;
 /// Default [`ServerBuilder::handshake_timeout`].
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default [`ServerBuilder::shutdown_timeout`].
@@ -85,6 +85,7 @@ pub(crate) struct Shared {
 #[must_use = "a builder does nothing until `build`"]
 pub struct ServerBuilder {
     addr: String,
+    listener: Option<TcpListener>,
     codec: AnyCodec,
     compression: Compression,
     limits: Limits,
@@ -108,6 +109,7 @@ impl Default for ServerBuilder {
     fn default() -> Self {
         ServerBuilder {
             addr: DEFAULT_ADDR.to_owned(),
+            listener: None,
             codec: AnyCodec::MSGPACK,
             compression: Compression::default(),
             limits: Limits::default(),
@@ -134,6 +136,13 @@ impl ServerBuilder {
     /// ([`Server::local_addr`] tells which).
     pub fn bind(mut self, addr: impl Into<String>) -> Self {
         self.addr = addr.into();
+        self
+    }
+
+    /// Serves on a listener that is already bound (from a supervisor, socket activation, a test
+    /// that picked the port), instead of binding [`bind`](Self::bind)'s address.
+    pub fn listener(mut self, listener: TcpListener) -> Self {
+        self.listener = Some(listener);
         self
     }
 
@@ -244,7 +253,7 @@ impl ServerBuilder {
     /// # use webmesh::{Connection, Server};
     /// let builder = Server::builder()
     ///     .on("/echo", |v: webmesh::Value| async move { v })
-    ///     .on("/whoami", |_: (), conn: Connection| async move { conn.peer_addr().to_string() });
+    ///     .on("/whoami", |_: (), conn: Connection| async move { format!("{:?}", conn.peer_addr()) });
     /// ```
     pub fn on<Args>(mut self, path: impl Into<String>, handler: impl Handler<Args>) -> Self {
         let name = format!("closure on {:?}", std::any::type_name_of_val(&handler));
@@ -343,7 +352,10 @@ impl ServerBuilder {
             addr: self.addr.clone(),
             source,
         };
-        let listener = TcpListener::bind(&self.addr).await.map_err(bind_error)?;
+        let listener = match self.listener {
+            Some(l) => l,
+            None => TcpListener::bind(&self.addr).await.map_err(bind_error)?,
+        };
         let local_addr = listener.local_addr().map_err(bind_error)?;
         let mut codecs = vec![self.codec.clone()];
         for c in [AnyCodec::MSGPACK, AnyCodec::JSON] {
@@ -385,10 +397,11 @@ impl ServerBuilder {
         Ok(Server {
             listener,
             local_addr,
-            shared,
+            shared: shared.clone(),
             handle: ServerHandle {
                 local_addr,
                 lifecycle: lifecycle.clone(),
+                shared: shared.clone(),
             },
             stop_on_drop: ShutdownOnDrop(lifecycle),
         })
@@ -438,6 +451,16 @@ impl Server {
     /// A builder with every default.
     pub fn builder() -> ServerBuilder {
         ServerBuilder::default()
+    }
+
+    /// A server with every default on a listener that is already bound; see
+    /// [`ServerBuilder::listener`].
+    ///
+    /// # Errors
+    ///
+    /// As [`ServerBuilder::build`].
+    pub async fn from_listener(listener: TcpListener) -> Result<Server> {
+        Server::builder().listener(listener).build().await
     }
 
     /// The address the server listens on.
@@ -499,8 +522,9 @@ impl Server {
                     accepted = listener.accept() => match accepted {
                         Ok((tcp, peer)) => {
                             backoff = Duration::from_millis(5);
+                            let _ = tcp.set_nodelay(true);
                             let tracked = shared.lifecycle.track();
-                            tokio::spawn(conn::serve(tcp, peer, shared.clone(), tracked));
+                            tokio::spawn(conn::serve(Box::new(tcp), Some(peer), shared.clone(), tracked));
                         }
                         Err(e) => {
                             // Out of file descriptors and the like: wait and retry, as axum does.
@@ -543,6 +567,7 @@ impl std::fmt::Debug for Shared {
 pub struct ServerHandle {
     local_addr: SocketAddr,
     lifecycle: Arc<Lifecycle>,
+    shared: Arc<Shared>,
 }
 
 impl ServerHandle {
@@ -568,6 +593,33 @@ impl ServerHandle {
                 "connections still open past the shutdown deadline (a hook that blocks?)"
             );
         }
+    }
+
+    /// Serves one stream that is already open, as if the server had accepted it: a Unix socket,
+    /// a TCP stream from a listener of your own, an in-memory pipe. Runs the upgrade (and TLS, if
+    /// the server has it), then the connection, to its end; it counts in the server's limits and
+    /// its graceful shutdown. `peer` is what [`Connection::peer_addr`] will say.
+    ///
+    /// ```no_run
+    /// # async fn run(server: webmesh::Server) -> std::io::Result<()> {
+    /// let handle = server.spawn();
+    /// let unix = tokio::net::UnixListener::bind("/tmp/mesh.sock")?;
+    /// loop {
+    ///     let (stream, _) = unix.accept().await?;
+    ///     tokio::spawn(handle.serve_connection(stream, None));
+    /// }
+    /// # }
+    /// ```
+    pub fn serve_connection<S>(
+        &self,
+        stream: S,
+        peer: Option<SocketAddr>,
+    ) -> impl Future<Output = ()> + Send + 'static
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let running = self.lifecycle.track();
+        conn::serve(Box::new(stream), peer, self.shared.clone(), running)
     }
 
     /// True once a shutdown has started (by [`shutdown`](Self::shutdown), or by the server or

@@ -1,0 +1,91 @@
+//! The one connection core that the server and the client share: the socket half of a
+//! connection (outbox, keepalive and stall timers, reading, close), generic over the byte stream
+//! (TCP, TLS, in-memory), and one poll loop that a [`Role`] (server or client) plugs its work
+//! into. Everything above the frames (dispatch, calls in flight) is the role's.
+
+mod io;
+mod outbox;
+mod socket;
+#[cfg(all(test, feature = "server"))]
+mod tests;
+mod timers;
+
+pub(crate) use io::Io;
+pub(crate) use outbox::Outbox;
+#[cfg_attr(not(feature = "server"), allow(unused_imports))] // the server drains with it
+pub(crate) use socket::Read;
+pub(crate) use socket::{End, Role, Socket};
+pub use timers::{Keepalive, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT};
+pub(crate) use timers::{Liveness, Timers};
+
+use bytes::Bytes;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use webmesh_codec::{FrameType, Limits, WireMessage};
+
+/// Close codes webmesh sends (RFC 6455 §7.4.1).
+#[cfg_attr(not(feature = "server"), allow(dead_code))] // clients send only NORMAL
+pub(crate) mod close {
+    /// Normal closure.
+    pub(crate) const NORMAL: u16 = 1000;
+    /// Going away: the server shuts down.
+    pub(crate) const GOING_AWAY: u16 = 1001;
+    /// Protocol error: a frame header that cannot be read.
+    pub(crate) const PROTOCOL: u16 = 1002;
+    /// Unsupported data: a TEXT frame on a v1 connection, BINARY on a legacy one.
+    pub(crate) const UNSUPPORTED: u16 = 1003;
+    /// Policy violation: the peer broke a limit (stopped reading its messages).
+    pub(crate) const POLICY: u16 = 1008;
+    /// Message too big: over the frame size limit.
+    pub(crate) const TOO_BIG: u16 = 1009;
+}
+
+/// Default length of a connection's outbound queue, in messages.
+pub(crate) const DEFAULT_OUTBOUND_QUEUE: usize = 1024;
+
+pub(crate) fn to_message(m: WireMessage) -> Message {
+    match m {
+        WireMessage::Text(s) => Message::Text(s.into()),
+        WireMessage::Binary(b) => Message::Binary(Bytes::from(b)),
+    }
+}
+
+/// The frame type and bytes of a data message; `None` for control messages.
+pub(crate) fn data_of(m: Message) -> Option<(FrameType, Bytes)> {
+    match m {
+        Message::Text(t) => Some((FrameType::Text, Bytes::from(t))),
+        Message::Binary(b) => Some((FrameType::Binary, b)),
+        _ => None,
+    }
+}
+
+/// Bytes tungstenite reads per system call.
+pub(crate) const READ_BUFFER: usize = 4 * 1024;
+
+/// The WebSocket settings for `limits`: tungstenite refuses a frame or message over
+/// `max_frame_size` from its header, before buffering it.
+pub(crate) fn ws_config(limits: &Limits) -> WebSocketConfig {
+    WebSocketConfig::default()
+        // tungstenite zero-fills its read buffer before each read: 128 KiB (its default) per read
+        // and per idle connection. 4 KiB costs a few more reads for a large message (it grows to
+        // fit a frame) and keeps idle connections small.
+        .read_buffer_size(READ_BUFFER)
+        .max_message_size(Some(limits.max_frame_size))
+        .max_frame_size(Some(limits.max_frame_size))
+        // Bounded: a peer that stops reading fills this and then the outbound queue, and is then
+        // disconnected, instead of growing memory.
+        .max_write_buffer_size(limits.max_frame_size.saturating_mul(2).max(1 << 20))
+}
+
+pub(crate) fn close_frame(code: u16, reason: &str) -> CloseFrame {
+    // A close reason is at most 123 bytes (the control frame limit minus the code).
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason[..end].into(),
+    }
+}

@@ -1,0 +1,259 @@
+//! The socket half of a connection and the one poll loop both drivers run.
+//!
+//! One task owns the socket: no split halves and no lock between a reader and a writer. Each
+//! turn of the loop checks the liveness timers, moves queued messages into the socket, lets the
+//! role move its own work (finished handlers, calls from callers), and reads the peer's next
+//! frame. Everything that became readable or sendable is processed before one flush, so a burst
+//! costs one write.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, Stream, StreamExt};
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::WebSocketStream;
+use webmesh_codec::FrameType;
+
+use super::{close, close_frame, data_of, Io, Keepalive, Liveness, Outbox, Timers};
+
+/// How serving a connection ended, as the core sees it.
+#[derive(Debug)]
+pub(crate) enum End {
+    /// The peer closed with a close frame: its code and reason, if it gave them.
+    PeerClosed(Option<(u16, String)>),
+    /// The connection was lost without a close frame (reset, end of stream, I/O error).
+    Lost(String),
+    /// The peer stopped answering keepalive pings.
+    Dead,
+    /// The peer stopped reading: nothing more can be written to it.
+    Stalled,
+    /// This side closes, with this code and reason (a protocol violation, a shutdown, a request).
+    Close(u16, String),
+}
+
+/// What a driver (server or client) plugs into the loop.
+pub(crate) trait Role {
+    /// Moves the role's own work: queues what it has to send (answers of finished handlers,
+    /// pushes, calls) into `out`. True if anything moved.
+    fn poll_work(&mut self, cx: &mut Context<'_>, out: &mut Outbox) -> bool;
+
+    /// Whether the loop may read the peer's next frame now (false is backpressure: too much
+    /// queued, or too many calls running).
+    fn may_read(&self, out: &Outbox) -> bool;
+
+    /// One data frame from the peer; `Some` ends the connection.
+    fn on_data(
+        &mut self,
+        frame_type: FrameType,
+        bytes: Bytes,
+        out: &mut Outbox,
+        cx: &mut Context<'_>,
+    ) -> Option<End>;
+}
+
+/// A WebSocket over any stream, with its outbox and timers.
+pub(crate) struct Socket {
+    ws: WebSocketStream<Io>,
+    pub(crate) outbox: Outbox,
+    timers: Timers,
+    write_failed: Option<String>,
+    /// The peer's close frame, once read: the stream ends after it.
+    peer_close: Option<Option<(u16, String)>>,
+}
+
+impl Socket {
+    pub(crate) fn new(
+        ws: WebSocketStream<Io>,
+        keepalive: Option<Keepalive>,
+        stall_after: Option<Duration>,
+    ) -> Self {
+        Socket {
+            ws,
+            outbox: Outbox::default(),
+            timers: Timers::new(keepalive, stall_after),
+            write_failed: None,
+            peer_close: None,
+        }
+    }
+
+    /// Serves until the role, the peer, the timers or the socket end it.
+    pub(crate) fn poll_run(&mut self, role: &mut impl Role, cx: &mut Context<'_>) -> Poll<End> {
+        loop {
+            match self.timers.poll(cx) {
+                Poll::Ready(Liveness::Ping) => self.outbox.queue.push_front(Message::Ping(Bytes::new())),
+                Poll::Ready(Liveness::Dead) => return Poll::Ready(End::Dead),
+                Poll::Ready(Liveness::Stalled) => {
+                    tracing::warn!(
+                        queued = self.outbox.queue.len(),
+                        "peer is not reading its messages: disconnecting"
+                    );
+                    return Poll::Ready(End::Stalled);
+                }
+                Poll::Pending => {}
+            }
+            let mut progress = self.poll_write(cx);
+            progress |= role.poll_work(cx, &mut self.outbox);
+            if let Some(e) = self.write_failed.take() {
+                return Poll::Ready(End::Lost(e));
+            }
+            if role.may_read(&self.outbox) {
+                match self.poll_read(cx) {
+                    Poll::Ready(Read::Data(frame_type, bytes)) => {
+                        progress = true;
+                        if let Some(end) = role.on_data(frame_type, bytes, &mut self.outbox, cx) {
+                            return Poll::Ready(end);
+                        }
+                    }
+                    Poll::Ready(Read::Other) => progress = true,
+                    Poll::Ready(Read::End(end)) => return Poll::Ready(end),
+                    Poll::Pending => {}
+                }
+            }
+            if !progress {
+                self.poll_flush(cx);
+                if let Some(e) = self.write_failed.take() {
+                    return Poll::Ready(End::Lost(e));
+                }
+                // Blocked with something to send: the stall timer runs until writing moves again.
+                if !self.outbox.queue.is_empty() || self.outbox.unflushed() {
+                    self.timers.blocked(cx);
+                }
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// The peer's next message: a data frame, anything else (control frames, answered by
+    /// tungstenite), or the end of the connection.
+    pub(crate) fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Read> {
+        match Pin::new(&mut self.ws).poll_next(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => Poll::Ready(Read::End(match self.peer_close.take() {
+                Some(frame) => End::PeerClosed(frame),
+                None => End::Lost("connection closed".into()),
+            })),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Read::End(read_error(e))),
+            Poll::Ready(Some(Ok(msg))) => {
+                self.timers.heard();
+                if let Message::Close(frame) = &msg {
+                    // Keep reading: the stream ends once tungstenite has sent its answer.
+                    self.peer_close = Some(frame.as_ref().map(|f| (u16::from(f.code), f.reason.to_string())));
+                    return Poll::Ready(Read::Other);
+                }
+                Poll::Ready(match data_of(msg) {
+                    Some((frame_type, bytes)) => Read::Data(frame_type, bytes),
+                    None => Read::Other,
+                })
+            }
+        }
+    }
+
+    /// Moves queued messages into the socket while it takes them; true if any moved.
+    pub(crate) fn poll_write(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.write_failed.is_some() {
+            return false;
+        }
+        match self.outbox.poll_write(&mut self.ws, cx) {
+            Ok(true) => {
+                self.timers.unblocked();
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                self.fail_write(e);
+                false
+            }
+        }
+    }
+
+    /// Flushes what was written, if anything.
+    pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) {
+        if self.outbox.unflushed() && self.write_failed.is_none() {
+            match self.outbox.poll_flush(&mut self.ws, cx) {
+                Ok(true) => self.timers.unblocked(),
+                Ok(false) => {}
+                Err(e) => self.fail_write(e),
+            }
+        }
+    }
+
+    fn fail_write(&mut self, e: tungstenite::Error) {
+        self.outbox.queue.clear();
+        self.write_failed = Some(format!("connection lost: {e}"));
+    }
+
+    #[cfg_attr(not(feature = "server"), allow(dead_code))] // server drain and close
+    /// True once writing failed: nothing more can be sent.
+    pub(crate) fn write_failed(&self) -> bool {
+        self.write_failed.is_some()
+    }
+
+    #[cfg_attr(not(feature = "server"), allow(dead_code))] // server drain and close
+    /// Drops what waits to be sent and sends nothing more (the peer reads nothing).
+    pub(crate) fn abandon_writes(&mut self) {
+        self.outbox.queue.clear();
+        self.write_failed = Some("abandoned".into());
+    }
+
+    #[cfg_attr(not(feature = "server"), allow(dead_code))] // server drain and close
+    /// Sends a close frame and waits for the peer's answer (which ends the stream, so the peer
+    /// sees a clean close), all within `grace`.
+    pub(crate) async fn close(&mut self, code: u16, reason: &str, grace: Duration) {
+        let frame = Message::Close(Some(close_frame(code, reason)));
+        let ws = &mut self.ws;
+        let exchange = async move {
+            if ws.send(frame).await.is_ok() {
+                while ws.next().await.is_some() {}
+            }
+        };
+        if tokio::time::timeout(grace, exchange).await.is_err() {
+            tracing::debug!("no close answer from the peer within {grace:?}");
+        }
+    }
+
+    /// Sends a close frame if the socket takes it within `grace`, and waits for nothing.
+    pub(crate) async fn try_close(&mut self, code: u16, reason: &str, grace: Duration) {
+        let frame = Message::Close(Some(close_frame(code, reason)));
+        let _ = tokio::time::timeout(grace, self.ws.send(frame)).await;
+    }
+
+    /// After this side's close frame: reads (and drops) until the peer's close answer ends the
+    /// stream.
+    pub(crate) fn poll_read_to_end(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.poll_flush(cx);
+        loop {
+            match Pin::new(&mut self.ws).poll_next(cx) {
+                Poll::Ready(None | Some(Err(_))) => return Poll::Ready(()),
+                Poll::Ready(Some(Ok(_))) => {}
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// What [`Socket::poll_read`] read.
+pub(crate) enum Read {
+    Data(FrameType, Bytes),
+    Other,
+    End(End),
+}
+
+fn read_error(e: tungstenite::Error) -> End {
+    use tungstenite::Error as WsError;
+    match e {
+        WsError::Capacity(c) => {
+            tracing::warn!(error = %c, "frame over the size limit");
+            End::Close(close::TOO_BIG, format!("frame too big: {c}"))
+        }
+        WsError::Protocol(p) => {
+            tracing::debug!(error = %p, "websocket protocol error");
+            End::Close(close::PROTOCOL, p.to_string())
+        }
+        e => {
+            tracing::debug!(error = %e, "connection lost");
+            End::Lost(format!("connection lost: {e}"))
+        }
+    }
+}
