@@ -6,6 +6,8 @@
 //! a fresh machine with python3 and PyPI. `.ci/run` creates it up front. Point
 //! `WEBMESH_PYTHON` at another interpreter that has `webmesh==0.1.2` to use that instead.
 
+pub mod pki;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;

@@ -62,6 +62,8 @@ struct Inner {
     state: Extensions,
     /// The server's state, shared by all its connections.
     server_state: Arc<States>,
+    /// The client's TLS certificate chain (DER, leaf first), when it presented one.
+    peer_certificates: Option<Vec<Vec<u8>>>,
     closing: Notify,
     close_reason: Mutex<Option<(u16, String)>>,
     closed: AtomicBool,
@@ -76,6 +78,7 @@ pub(crate) struct Accepted {
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) encoder: FrameEncoder,
     pub(crate) server_state: Arc<States>,
+    pub(crate) peer_certificates: Option<Vec<Vec<u8>>>,
 }
 
 impl Connection {
@@ -91,6 +94,7 @@ impl Connection {
                 tx,
                 state: Extensions::default(),
                 server_state: a.server_state,
+                peer_certificates: a.peer_certificates,
                 closing: Notify::new(),
                 close_reason: Mutex::new(None),
                 closed: AtomicBool::new(false),
@@ -107,6 +111,12 @@ impl Connection {
     /// see `ServerHandle::serve_connection`).
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.inner.peer
+    }
+
+    /// The certificate chain the client presented over TLS (DER, its own certificate first), on a
+    /// server with mutual TLS; `None` otherwise.
+    pub fn peer_certificates(&self) -> Option<&[Vec<u8>]> {
+        self.inner.peer_certificates.as_deref()
     }
 
     /// The request path of the WebSocket upgrade (usually `/`).

@@ -138,6 +138,9 @@ pub enum Error {
         /// The state type it takes.
         type_name: &'static str,
     },
+    /// A TLS certificate, key or CA could not be loaded or used; the message says which and why.
+    #[error("tls configuration: {0}")]
+    TlsConfig(String),
     /// The server or client is not configured correctly.
     #[error("invalid configuration: {0}")]
     Config(String),

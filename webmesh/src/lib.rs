@@ -65,6 +65,8 @@ mod route;
 #[cfg(feature = "server")]
 mod server;
 mod state;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use webmesh_codec as codec;
 

@@ -72,6 +72,8 @@ pub struct ClientBuilder {
     push: HashMap<String, PushHandler>,
     keepalive: Option<Keepalive>,
     reconnect: Option<Reconnect>,
+    #[cfg(feature = "tls")]
+    tls: crate::tls::ClientTls,
 }
 
 impl Default for ClientBuilder {
@@ -88,6 +90,8 @@ impl Default for ClientBuilder {
             push: HashMap::new(),
             keepalive: Some(Keepalive::default()),
             reconnect: None,
+            #[cfg(feature = "tls")]
+            tls: crate::tls::ClientTls::default(),
         }
     }
 }
@@ -150,6 +154,31 @@ impl ClientBuilder {
     /// Reconnect automatically when the connection drops; see [`Reconnect`]. Default off.
     pub fn reconnect(mut self, reconnect: Reconnect) -> Self {
         self.reconnect = Some(reconnect);
+        self
+    }
+
+    /// For `wss://` URLs: trusts the CA certificates in this PEM text (one or more) instead of
+    /// the default roots (Mozilla's, from `webpki-roots`): the way to reach a service whose
+    /// certificate a private CA signed. Read a file with `std::fs::read`.
+    #[cfg(feature = "tls")]
+    pub fn tls_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls.ca_pem = Some(pem.into());
+        self
+    }
+
+    /// For `wss://` URLs: presents this certificate chain (PEM, leaf first) and private key
+    /// (PEM) to a server that asks for one (mutual TLS).
+    #[cfg(feature = "tls")]
+    pub fn tls_client_cert_pem(mut self, cert_chain: impl Into<Vec<u8>>, key: impl Into<Vec<u8>>) -> Self {
+        self.tls.identity = Some((cert_chain.into(), key.into()));
+        self
+    }
+
+    /// For `wss://` URLs: this rustls configuration, whole, instead of one built from
+    /// [`tls_ca_pem`](Self::tls_ca_pem) and [`tls_client_cert_pem`](Self::tls_client_cert_pem).
+    #[cfg(feature = "tls")]
+    pub fn tls_config(mut self, config: rustls::ClientConfig) -> Self {
+        self.tls.config = Some(Arc::new(config));
         self
     }
 
@@ -250,9 +279,14 @@ impl ClientBuilder {
     }
 
     async fn connect_inner(self, url: &str, stream: Option<Io>) -> Result<Client> {
+        let parsed = handshake::WsUrl::parse(url)?;
+        #[cfg(feature = "tls")]
+        let tls = if parsed.tls { Some(self.tls.build()?) } else { None };
         let dialer = Dialer {
             url: url.to_owned(),
-            parsed: handshake::WsUrl::parse(url)?,
+            parsed,
+            #[cfg(feature = "tls")]
+            tls,
             codec: self.codec.clone(),
             protocol: self.protocol,
             headers: self.headers,
@@ -417,6 +451,9 @@ impl Reconnect {
 pub(super) struct Dialer {
     pub(super) url: String,
     parsed: handshake::WsUrl,
+    /// For `wss://`: the TLS configuration.
+    #[cfg(feature = "tls")]
+    tls: Option<Arc<rustls::ClientConfig>>,
     codec: AnyCodec,
     protocol: Protocol,
     headers: Vec<(String, String)>,
@@ -444,6 +481,23 @@ impl Dialer {
                 source,
             })?;
         let _ = tcp.set_nodelay(true);
+        #[cfg(feature = "tls")]
+        if let Some(config) = &self.tls {
+            let name = rustls::pki_types::ServerName::try_from(self.parsed.host.clone()).map_err(|_| {
+                Error::InvalidUrl {
+                    url: self.url.clone(),
+                    reason: "the host is not a valid TLS server name",
+                }
+            })?;
+            let tls = tokio_rustls::TlsConnector::from(config.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(|e| Error::Handshake {
+                    url: self.url.clone(),
+                    reason: crate::tls::handshake_failure(&e),
+                })?;
+            return self.upgrade(Box::new(tls)).await;
+        }
         self.upgrade(Box::new(tcp)).await
     }
 

@@ -22,6 +22,8 @@ pub(crate) struct WsUrl {
     pub(crate) host: String,
     pub(crate) port: u16,
     pub(crate) path: String,
+    /// `wss://`: TLS under the WebSocket.
+    pub(crate) tls: bool,
 }
 
 impl WsUrl {
@@ -30,12 +32,17 @@ impl WsUrl {
             url: url.to_owned(),
             reason,
         };
-        let rest = if let Some(r) = url.strip_prefix("ws://") {
-            r
-        } else if url.starts_with("wss://") {
-            return Err(bad("wss:// (TLS) is not supported yet"));
+        let (rest, tls) = if let Some(r) = url.strip_prefix("ws://") {
+            (r, false)
+        } else if let Some(r) = url.strip_prefix("wss://") {
+            if cfg!(not(feature = "tls")) {
+                return Err(bad("wss:// needs webmesh's `tls` feature"));
+            }
+            (r, true)
         } else {
-            return Err(bad("expected ws://host[:port][/path]"));
+            return Err(bad(
+                "expected ws://host[:port][/path] or wss://host[:port][/path]",
+            ));
         };
         let (authority, path) = match rest.find(['/', '?']) {
             Some(i) if rest[i..].starts_with('/') => (&rest[..i], rest[i..].to_owned()),
@@ -63,6 +70,7 @@ impl WsUrl {
         }
         let port = match port {
             Some(p) => p.parse().map_err(|_| bad("bad port"))?,
+            None if tls => 443,
             None => 80,
         };
         Ok(WsUrl {
@@ -70,6 +78,7 @@ impl WsUrl {
             host: host.to_owned(),
             port,
             path,
+            tls,
         })
     }
 
@@ -79,7 +88,7 @@ impl WsUrl {
         } else {
             self.host.clone()
         };
-        if self.port == 80 {
+        if self.port == if self.tls { 443 } else { 80 } {
             host
         } else {
             format!("{host}:{}", self.port)
@@ -106,9 +115,19 @@ pub(crate) async fn upgrade(
         url: url.original.clone(),
         reason,
     };
-    let io = |source| Error::Connect {
-        url: url.original.clone(),
-        source,
+    let io = |source: std::io::Error| {
+        // Over TLS, the server's verdict on our certificate arrives here, as an alert.
+        #[cfg(feature = "tls")]
+        if source.get_ref().is_some_and(|e| e.is::<rustls::Error>()) {
+            return Error::Handshake {
+                url: url.original.clone(),
+                reason: crate::tls::handshake_failure(&source),
+            };
+        }
+        Error::Connect {
+            url: url.original.clone(),
+            source,
+        }
     };
     let key = generate_key();
     let mut req = format!(
@@ -232,7 +251,6 @@ mod tests {
             "ws://:80",
             "ws://h:port",
             "ws://u@h",
-            "wss://h",
             "ws://[::1",
         ] {
             assert!(WsUrl::parse(bad).is_err(), "{bad}");

@@ -11,6 +11,8 @@ mod tests;
 mod timers;
 
 pub(crate) use io::Io;
+#[cfg_attr(not(feature = "server"), allow(unused_imports))] // the server peeks the first byte
+pub(crate) use io::Rewind;
 pub(crate) use outbox::Outbox;
 #[cfg_attr(not(feature = "server"), allow(unused_imports))] // the server drains with it
 pub(crate) use socket::Read;

@@ -16,7 +16,7 @@ use webmesh_codec::{parse_subprotocol, subprotocol, AnyCodec, FrameEncoder, Fram
 
 use super::lifecycle::{self, Running};
 use super::Shared;
-use crate::conn::{self, Io, Socket};
+use crate::conn::{self, Io, Rewind, Socket};
 use crate::connection::{Accepted, Connection};
 
 /// What the handshake settled.
@@ -55,20 +55,28 @@ async fn serve_counted(io: Io, peer: Option<SocketAddr>, id: u64, full: bool, sh
         negotiate(req, resp, &codecs, &slot)
     };
     let config = conn::ws_config(&shared.limits);
-    let handshake = tokio::time::timeout(
-        shared.handshake_timeout,
-        tokio_tungstenite::accept_hdr_async_with_config(io, callback, Some(config)),
-    );
+    // One bound for TLS and the upgrade together: a slow peer at either layer costs at most this.
+    let handshake = tokio::time::timeout(shared.handshake_timeout, async {
+        let (io, certs) = secure(io, shared).await?;
+        tokio_tungstenite::accept_hdr_async_with_config(io, callback, Some(config))
+            .await
+            .map(|ws| (ws, certs))
+            .map_err(|e| Refusal::Debug(format!("websocket handshake failed: {e}")))
+    });
     let mut shutdown = shared.lifecycle.subscribe();
-    let ws = tokio::select! {
+    let (ws, peer_certificates) = tokio::select! {
         done = handshake => match done {
-            Ok(Ok(ws)) => ws,
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "websocket handshake failed");
+            Ok(Ok(accepted)) => accepted,
+            Ok(Err(Refusal::Debug(why))) => {
+                tracing::debug!("{why}");
+                return;
+            }
+            Ok(Err(Refusal::Warn(why))) => {
+                tracing::warn!("{why}");
                 return;
             }
             Err(_) => {
-                tracing::debug!("websocket handshake timed out");
+                tracing::debug!("handshake timed out");
                 return;
             }
         },
@@ -90,6 +98,7 @@ async fn serve_counted(io: Io, peer: Option<SocketAddr>, id: u64, full: bool, sh
             headers: neg.headers,
             encoder,
             server_state: shared.states.clone(),
+            peer_certificates,
         },
         tx,
     );
@@ -111,6 +120,65 @@ async fn serve_counted(io: Io, peer: Option<SocketAddr>, id: u64, full: bool, sh
     if let Some(hook) = &shared.on_disconnect {
         run_hook("on_disconnect", || hook(&conn));
     }
+}
+
+/// Why a connection ended before its WebSocket existed, and how loudly to say so.
+enum Refusal {
+    /// Ordinary (a scanner, a peer that gave up).
+    Debug(String),
+    /// A misconfiguration worth a warning (a client on the wrong port).
+    Warn(String),
+}
+
+/// The stream the WebSocket runs on: TLS when the server has it. The first byte tells a TLS
+/// ClientHello (`0x16`) from plain HTTP, so a client on the wrong port gets a clear answer and
+/// the server a log line, instead of a hang.
+async fn secure(mut io: Io, shared: &Shared) -> Result<(Io, Option<Vec<Vec<u8>>>), Refusal> {
+    use tokio::io::AsyncReadExt;
+    let mut first = [0u8; 1];
+    let n = io
+        .read(&mut first)
+        .await
+        .map_err(|e| Refusal::Debug(format!("connection failed before the handshake: {e}")))?;
+    if n == 0 {
+        return Err(Refusal::Debug("connection closed before the handshake".into()));
+    }
+    let hello = first[0] == 0x16;
+    let io: Io = Box::new(Rewind::new(first.to_vec(), io));
+    #[cfg(feature = "tls")]
+    if let Some(acceptor) = &shared.tls {
+        if !hello {
+            let mut io = io;
+            let body = "this server speaks TLS: connect with a wss:// URL";
+            let answer = format!(
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\
+                 Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = tokio::io::AsyncWriteExt::write_all(&mut io, answer.as_bytes()).await;
+            return Err(Refusal::Warn(
+                "a plaintext client on the TLS port: answered 400 (it should use wss://)".into(),
+            ));
+        }
+        let tls = acceptor
+            .accept(io)
+            .await
+            .map_err(|e| Refusal::Warn(format!("TLS handshake failed: {e}")))?;
+        let certs = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .map(|chain| chain.iter().map(|c| c.as_ref().to_vec()).collect());
+        return Ok((Box::new(tls), certs));
+    }
+    #[cfg(not(feature = "tls"))]
+    let _ = shared;
+    if hello {
+        return Err(Refusal::Warn(
+            "a TLS client on a plaintext port (this server has no TLS): closed".into(),
+        ));
+    }
+    Ok((io, None))
 }
 
 fn run_hook(name: &str, f: impl FnOnce()) {

@@ -64,6 +64,8 @@ pub(crate) struct Shared {
     pub(crate) live: AtomicUsize,
     pub(crate) lifecycle: Arc<Lifecycle>,
     pub(crate) states: Arc<States>,
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Configures and builds a [`Server`].
@@ -98,6 +100,8 @@ pub struct ServerBuilder {
     stalled_peer_timeout: Option<Duration>,
     registered: bool,
     mounted: Vec<Routes>,
+    #[cfg(feature = "tls")]
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     routes: Vec<(String, String, handler::ErasedHandler)>,
     states: States,
     on_connect: Option<ConnHook>,
@@ -122,6 +126,8 @@ impl Default for ServerBuilder {
             stalled_peer_timeout: Some(DEFAULT_STALLED_PEER_TIMEOUT),
             registered: true,
             mounted: Vec::new(),
+            #[cfg(feature = "tls")]
+            tls: None,
             routes: Vec::new(),
             states: States::default(),
             on_connect: None,
@@ -136,6 +142,16 @@ impl ServerBuilder {
     /// ([`Server::local_addr`] tells which).
     pub fn bind(mut self, addr: impl Into<String>) -> Self {
         self.addr = addr.into();
+        self
+    }
+
+    /// Serves over TLS (`wss://`) with this rustls configuration, for example from
+    /// [`tls::server_config_from_files`](crate::tls::server_config_from_files) (which also does
+    /// mutual TLS). The TLS handshake counts in [`handshake_timeout`](Self::handshake_timeout).
+    /// A plaintext client on this server gets HTTP 400 saying to use `wss://`.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, config: rustls::ServerConfig) -> Self {
+        self.tls = Some(std::sync::Arc::new(config));
         self
     }
 
@@ -207,7 +223,8 @@ impl ServerBuilder {
         self
     }
 
-    /// How long a client may take to complete the WebSocket upgrade. Default
+    /// How long a client may take to complete the TLS handshake (if any) and the WebSocket
+    /// upgrade, together. Default
     /// [`DEFAULT_HANDSHAKE_TIMEOUT`].
     pub fn handshake_timeout(mut self, d: Duration) -> Self {
         self.handshake_timeout = d;
@@ -384,6 +401,8 @@ impl ServerBuilder {
             live: AtomicUsize::new(0),
             lifecycle: lifecycle.clone(),
             states,
+            #[cfg(feature = "tls")]
+            tls: self.tls.map(tokio_rustls::TlsAcceptor::from),
         });
         let routes = shared.router.paths().count();
         if routes == 0 {
