@@ -29,15 +29,18 @@ pub(crate) enum System {
     WebmeshJson,
     /// webmesh-rs in 0.1.2 legacy framing (hex of zlib of msgpack, no ids).
     WebmeshLegacy,
+    /// webmesh-rs as `Webmesh`, over TLS (`wss://`, rustls with ring, TLS 1.3).
+    WebmeshTls,
     /// jsonrpsee WebSocket server and its `#[rpc(client)]` stub.
     Jsonrpsee,
 }
 
 impl System {
-    pub(crate) const ALL: [System; 6] = [
+    pub(crate) const ALL: [System; 7] = [
         System::Raw,
         System::RawSplit,
         System::Webmesh,
+        System::WebmeshTls,
         System::WebmeshJson,
         System::WebmeshLegacy,
         System::Jsonrpsee,
@@ -51,6 +54,7 @@ impl System {
             System::Webmesh => "webmesh",
             System::WebmeshJson => "json",
             System::WebmeshLegacy => "legacy",
+            System::WebmeshTls => "wss",
             System::Jsonrpsee => "jsonrpsee",
         }
     }
@@ -62,6 +66,7 @@ impl System {
             System::Webmesh => "webmesh-rs (msgpack, v1)",
             System::WebmeshJson => "webmesh-rs (json, v1)",
             System::WebmeshLegacy => "webmesh-rs (0.1.2 legacy)",
+            System::WebmeshTls => "webmesh-rs (msgpack, v1, wss)",
             System::Jsonrpsee => "jsonrpsee",
         }
     }
@@ -72,6 +77,7 @@ impl System {
             System::Raw => "raw",
             System::RawSplit => "raw-split",
             System::Webmesh | System::WebmeshJson | System::WebmeshLegacy => "webmesh",
+            System::WebmeshTls => "webmesh-tls",
             System::Jsonrpsee => "jsonrpsee",
         }
     }
@@ -104,7 +110,8 @@ pub(crate) fn wire_bytes<T: serde::Serialize>(system: System, payload: &T, raw: 
     };
     match system {
         System::Raw | System::RawSplit => both(raw.len(), raw.len()),
-        System::Webmesh => wm(Framing::V1, AnyCodec::MSGPACK),
+        // TLS records add ~22 bytes per message on top (TLS 1.3 AEAD tag and header): not counted.
+        System::Webmesh | System::WebmeshTls => wm(Framing::V1, AnyCodec::MSGPACK),
         System::WebmeshJson => wm(Framing::V1, AnyCodec::JSON),
         System::WebmeshLegacy => wm(Framing::Legacy, AnyCodec::MSGPACK),
         System::Jsonrpsee => {
@@ -161,6 +168,13 @@ impl Conn {
             System::WebmeshLegacy => Conn::Webmesh(
                 wm(AnyCodec::MSGPACK, webmesh::Protocol::Legacy)
                     .connect(&url)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            ),
+            System::WebmeshTls => Conn::Webmesh(
+                wm(AnyCodec::MSGPACK, webmesh::Protocol::V1)
+                    .tls_ca_pem(crate::tls::pki().ca_pem.clone())
+                    .connect(&format!("wss://localhost:{port}"))
                     .await
                     .map_err(|e| e.to_string())?,
             ),

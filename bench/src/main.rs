@@ -24,6 +24,7 @@ mod payload;
 mod proc_stats;
 mod report;
 mod servers;
+mod tls;
 mod workloads;
 
 use std::io::{BufRead, BufReader};
@@ -204,6 +205,9 @@ fn rust_server(kind: &str) -> Result<ServerProcess, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut cmd = Command::new(exe);
     cmd.arg("serve").arg(kind);
+    if kind == "webmesh-tls" {
+        tls::pass_to(&mut cmd);
+    }
     ServerProcess::start(cmd)
 }
 

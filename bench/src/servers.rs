@@ -28,7 +28,8 @@ pub(crate) fn serve(kind: &str) -> Result<(), String> {
         let port = match kind {
             "raw" => raw_echo().await,
             "raw-split" => raw_echo_split().await,
-            "webmesh" => webmesh_server().await,
+            "webmesh" => webmesh_server(false).await,
+            "webmesh-tls" => webmesh_server(true).await,
             "jsonrpsee" => jsonrpsee_server().await,
             other => Err(format!("unknown server kind {other:?}")),
         }?;
@@ -138,18 +139,20 @@ async fn raw_echo_split() -> Result<u16, String> {
     Ok(port)
 }
 
-/// webmesh-rs: the two `#[webmesh::route]` echo routes, for v1 (msgpack and JSON) and legacy peers.
-async fn webmesh_server() -> Result<u16, String> {
+/// webmesh-rs: the two `#[webmesh::route]` echo routes, for v1 (msgpack and JSON) and legacy
+/// peers; over TLS with the certificate the harness made (`crate::tls`).
+async fn webmesh_server(tls: bool) -> Result<u16, String> {
     let limits = webmesh::codec::Limits::default()
         .max_frame_size(MAX_MESSAGE)
         .max_inflated_size(MAX_MESSAGE);
-    let server = webmesh::Server::builder()
+    let mut builder = webmesh::Server::builder()
         .bind("127.0.0.1:0")
         .limits(limits)
-        .max_connections(MAX_CONNECTIONS)
-        .build()
-        .await
-        .map_err(|e| e.to_string())?;
+        .max_connections(MAX_CONNECTIONS);
+    if tls {
+        builder = builder.tls(crate::tls::server_config_from_env()?);
+    }
+    let server = builder.build().await.map_err(|e| e.to_string())?;
     let port = server.local_addr().port();
     server.spawn();
     Ok(port)

@@ -128,6 +128,8 @@ pub mod code {
     pub const SHUTTING_DOWN: &str = "shutting_down";
     /// The frame kind is not supported by the peer.
     pub const UNSUPPORTED: &str = "unsupported";
+    /// The connection's identity may not call this path (an authorization rule of the server).
+    pub const FORBIDDEN: &str = "forbidden";
 }
 
 /// The payload of an `Error` frame.

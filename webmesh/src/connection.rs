@@ -64,6 +64,8 @@ struct Inner {
     server_state: Arc<States>,
     /// The client's TLS certificate chain (DER, leaf first), when it presented one.
     peer_certificates: Option<Vec<Vec<u8>>>,
+    /// What the server's auth hook returned for this connection.
+    identity: Option<Arc<dyn std::any::Any + Send + Sync>>,
     closing: Notify,
     close_reason: Mutex<Option<(u16, String)>>,
     closed: AtomicBool,
@@ -79,6 +81,7 @@ pub(crate) struct Accepted {
     pub(crate) encoder: FrameEncoder,
     pub(crate) server_state: Arc<States>,
     pub(crate) peer_certificates: Option<Vec<Vec<u8>>>,
+    pub(crate) identity: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Connection {
@@ -95,6 +98,7 @@ impl Connection {
                 state: Extensions::default(),
                 server_state: a.server_state,
                 peer_certificates: a.peer_certificates,
+                identity: a.identity,
                 closing: Notify::new(),
                 close_reason: Mutex::new(None),
                 closed: AtomicBool::new(false),
@@ -111,6 +115,12 @@ impl Connection {
     /// see `ServerHandle::serve_connection`).
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.inner.peer
+    }
+
+    /// The identity the server's auth hook returned for this connection (see
+    /// `ServerBuilder::auth`), if it is a `T`; `None` without a hook, or for another type.
+    pub fn identity<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.inner.identity.as_deref()?.downcast_ref()
     }
 
     /// The certificate chain the client presented over TLS (DER, its own certificate first), on a

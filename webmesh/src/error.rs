@@ -192,6 +192,11 @@ impl Error {
         self.remote_code() == Some(webmesh_codec::code::NOT_FOUND)
     }
 
+    /// True for [`Error::Remote`] with code `forbidden` (an authorization rule of the server).
+    pub fn is_forbidden(&self) -> bool {
+        self.remote_code() == Some(webmesh_codec::code::FORBIDDEN)
+    }
+
     /// True for a call that timed out or a connection attempt that did.
     pub fn is_timeout(&self) -> bool {
         matches!(self, Error::CallTimeout { .. } | Error::ConnectTimeout { .. })

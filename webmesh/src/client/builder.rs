@@ -40,6 +40,17 @@ pub enum Protocol {
 /// A push handler, with the payload type erased.
 pub(super) type PushHandler = Arc<dyn Fn(&Frame) + Send + Sync>;
 
+type TokenFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = std::result::Result<String, String>> + Send>>;
+
+/// Where a client's bearer token comes from.
+#[derive(Clone)]
+enum Token {
+    Fixed(String),
+    /// Asked again before every connection and reconnection, so tokens can be refreshed.
+    Provider(Arc<dyn Fn() -> TokenFuture + Send + Sync>),
+}
+
 /// Configures and connects a [`Client`].
 ///
 /// # Examples
@@ -72,6 +83,7 @@ pub struct ClientBuilder {
     push: HashMap<String, PushHandler>,
     keepalive: Option<Keepalive>,
     reconnect: Option<Reconnect>,
+    token: Option<Token>,
     #[cfg(feature = "tls")]
     tls: crate::tls::ClientTls,
 }
@@ -90,6 +102,7 @@ impl Default for ClientBuilder {
             push: HashMap::new(),
             keepalive: Some(Keepalive::default()),
             reconnect: None,
+            token: None,
             #[cfg(feature = "tls")]
             tls: crate::tls::ClientTls::default(),
         }
@@ -179,6 +192,38 @@ impl ClientBuilder {
     #[cfg(feature = "tls")]
     pub fn tls_config(mut self, config: rustls::ClientConfig) -> Self {
         self.tls.config = Some(Arc::new(config));
+        self
+    }
+
+    /// Sends `token` as `Authorization: Bearer <token>` with the upgrade request, on every
+    /// connection and reconnection. For a token that expires, use
+    /// [`token_provider`](Self::token_provider).
+    pub fn bearer(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(Token::Fixed(token.into()));
+        self
+    }
+
+    /// Asks `provider` for the bearer token before every connection and reconnection, and sends
+    /// it as `Authorization: Bearer <token>`: a refreshed token reaches the server the next time
+    /// the client connects. An `Err` fails that attempt (a reconnecting client tries again with
+    /// backoff).
+    ///
+    /// ```no_run
+    /// # async fn fetch_token() -> Result<String, String> { Ok("t".into()) }
+    /// # async fn run() -> Result<(), webmesh::Error> {
+    /// let client = webmesh::Client::builder()
+    ///     .token_provider(|| async { fetch_token().await })
+    ///     .reconnect(webmesh::Reconnect::default())
+    ///     .connect("wss://mesh.internal:4269")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn token_provider<F, Fut>(mut self, provider: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = std::result::Result<String, String>> + Send + 'static,
+    {
+        self.token = Some(Token::Provider(Arc::new(move || Box::pin(provider()))));
         self
     }
 
@@ -290,6 +335,7 @@ impl ClientBuilder {
             codec: self.codec.clone(),
             protocol: self.protocol,
             headers: self.headers,
+            token: self.token,
             limits: self.limits,
             connect_timeout: self.connect_timeout,
         };
@@ -457,6 +503,7 @@ pub(super) struct Dialer {
     codec: AnyCodec,
     protocol: Protocol,
     headers: Vec<(String, String)>,
+    token: Option<Token>,
     limits: Limits,
     connect_timeout: Duration,
 }
@@ -507,7 +554,19 @@ impl Dialer {
             Protocol::Legacy => Vec::new(),
             Protocol::Auto | Protocol::V1 => vec![subprotocol(&self.codec)],
         };
-        let up = handshake::upgrade(&mut io, &self.parsed, &offered, &self.headers).await?;
+        let mut headers = self.headers.clone();
+        let token = match &self.token {
+            None => None,
+            Some(Token::Fixed(t)) => Some(t.clone()),
+            Some(Token::Provider(provider)) => Some(provider().await.map_err(|e| Error::Handshake {
+                url: self.url.clone(),
+                reason: format!("the token provider failed: {e}"),
+            })?),
+        };
+        if let Some(t) = token {
+            headers.push(("Authorization".to_owned(), format!("Bearer {t}")));
+        }
+        let up = handshake::upgrade(&mut io, &self.parsed, &offered, &headers).await?;
         let failed = |reason: String| Error::Handshake {
             url: self.url.clone(),
             reason,

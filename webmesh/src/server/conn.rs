@@ -58,13 +58,14 @@ async fn serve_counted(io: Io, peer: Option<SocketAddr>, id: u64, full: bool, sh
     // One bound for TLS and the upgrade together: a slow peer at either layer costs at most this.
     let handshake = tokio::time::timeout(shared.handshake_timeout, async {
         let (io, certs) = secure(io, shared).await?;
+        let (io, identity) = authenticate(io, peer, &certs, shared).await?;
         tokio_tungstenite::accept_hdr_async_with_config(io, callback, Some(config))
             .await
-            .map(|ws| (ws, certs))
+            .map(|ws| (ws, certs, identity))
             .map_err(|e| Refusal::Debug(format!("websocket handshake failed: {e}")))
     });
     let mut shutdown = shared.lifecycle.subscribe();
-    let (ws, peer_certificates) = tokio::select! {
+    let (ws, peer_certificates, identity) = tokio::select! {
         done = handshake => match done {
             Ok(Ok(accepted)) => accepted,
             Ok(Err(Refusal::Debug(why))) => {
@@ -73,6 +74,10 @@ async fn serve_counted(io: Io, peer: Option<SocketAddr>, id: u64, full: bool, sh
             }
             Ok(Err(Refusal::Warn(why))) => {
                 tracing::warn!("{why}");
+                return;
+            }
+            Ok(Err(Refusal::Info(why))) => {
+                tracing::info!("{why}");
                 return;
             }
             Err(_) => {
@@ -99,6 +104,7 @@ async fn serve_counted(io: Io, peer: Option<SocketAddr>, id: u64, full: bool, sh
             encoder,
             server_state: shared.states.clone(),
             peer_certificates,
+            identity,
         },
         tx,
     );
@@ -128,6 +134,8 @@ enum Refusal {
     Debug(String),
     /// A misconfiguration worth a warning (a client on the wrong port).
     Warn(String),
+    /// A decision worth a line (the auth hook refused).
+    Info(String),
 }
 
 /// The stream the WebSocket runs on: TLS when the server has it. The first byte tells a TLS
@@ -181,6 +189,35 @@ async fn secure(mut io: Io, shared: &Shared) -> Result<(Io, Option<Vec<Vec<u8>>>
     Ok((io, None))
 }
 
+/// Runs the auth hook on the upgrade request, if the server has one: its identity, or the HTTP
+/// refusal written to the client.
+async fn authenticate(
+    mut io: Io,
+    peer: Option<SocketAddr>,
+    certs: &Option<Vec<Vec<u8>>>,
+    shared: &Shared,
+) -> Result<(Io, Option<super::auth::Identity>), Refusal> {
+    let Some(hook) = &shared.auth else {
+        return Ok((io, None));
+    };
+    let (request, head) = super::auth::read_request(&mut io, peer, certs.clone())
+        .await
+        .map_err(Refusal::Debug)?;
+    let path = request.path().to_owned();
+    match hook(request).await {
+        Ok(identity) => Ok((Box::new(Rewind::new(head, io)), Some(identity))),
+        Err(reject) => {
+            let answer = super::auth::refusal_response(&reject);
+            let _ = tokio::io::AsyncWriteExt::write_all(&mut io, &answer).await;
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut io).await;
+            Err(Refusal::Info(format!(
+                "upgrade to {path} refused by the auth hook: HTTP {}",
+                reject.status()
+            )))
+        }
+    }
+}
+
 fn run_hook(name: &str, f: impl FnOnce()) {
     if std::panic::catch_unwind(AssertUnwindSafe(f)).is_err() {
         tracing::error!(hook = name, "hook panicked");
@@ -213,7 +250,8 @@ fn negotiate(
     let webmesh: Vec<&str> = offered
         .iter()
         .copied()
-        .filter(|p| p.starts_with("webmesh."))
+        // A bearer token entry is a credential, not a protocol choice.
+        .filter(|p| p.starts_with("webmesh.") && !p.starts_with(super::auth::BEARER_SUBPROTOCOL_PREFIX))
         .collect();
     let chosen = webmesh.iter().find_map(|p| {
         let name = parse_subprotocol(p)?;

@@ -304,6 +304,12 @@ impl Serving {
                 return None;
             }
         };
+        if !self.shared.rules.is_empty()
+            && !super::auth::authorized(&self.shared.rules, frame.path(), &self.conn)
+        {
+            self.forbidden(&frame, reply, out);
+            return None;
+        }
         let Some(handler) = self.shared.router.get(frame.path()) else {
             self.not_found(&frame, reply, out);
             return None;
@@ -332,6 +338,27 @@ impl Serving {
             Poll::Pending => self.handlers.push(Running { fut, fallback }),
         }
         None
+    }
+
+    /// A request the connection's identity may not make: `forbidden` for a v1 call, a log line
+    /// otherwise.
+    fn forbidden(&mut self, frame: &Frame, reply: ReplyTo, out: &mut Outbox) {
+        let path = frame.path();
+        match reply {
+            ReplyTo::Call(id) => {
+                let message = format!("not allowed to call {path}");
+                queue(
+                    out,
+                    self.conn.encoder().error_plain(id, code::FORBIDDEN, &message),
+                );
+            }
+            ReplyTo::Legacy | ReplyTo::Nothing => {
+                tracing::info!(
+                    path,
+                    "request refused by an authorization rule (no reply in this mode)"
+                );
+            }
+        }
     }
 
     fn not_found(&mut self, frame: &Frame, reply: ReplyTo, out: &mut Outbox) {

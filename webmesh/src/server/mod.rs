@@ -1,5 +1,6 @@
 //! The server: serves routes to webmesh-rs and Python webmesh 0.1.2 peers.
 
+mod auth;
 mod conn;
 mod driver;
 mod handler;
@@ -21,6 +22,7 @@ use crate::registry::Routes;
 use crate::route::Serve;
 use crate::state::{State, States};
 
+pub use auth::{Reject, UpgradeRequest, BEARER_QUERY_PARAMETER, BEARER_SUBPROTOCOL_PREFIX};
 pub(crate) use handler::{erase_route, Erased, Router};
 pub use handler::{FallibleHandler, Handler};
 use lifecycle::{Lifecycle, ShutdownOnDrop};
@@ -64,6 +66,8 @@ pub(crate) struct Shared {
     pub(crate) live: AtomicUsize,
     pub(crate) lifecycle: Arc<Lifecycle>,
     pub(crate) states: Arc<States>,
+    pub(crate) auth: Option<auth::AuthHook>,
+    pub(crate) rules: Vec<auth::Rule>,
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
 }
@@ -100,6 +104,8 @@ pub struct ServerBuilder {
     stalled_peer_timeout: Option<Duration>,
     registered: bool,
     mounted: Vec<Routes>,
+    auth: Option<auth::AuthHook>,
+    rules: Vec<auth::Rule>,
     #[cfg(feature = "tls")]
     tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     routes: Vec<(String, String, handler::ErasedHandler)>,
@@ -126,6 +132,8 @@ impl Default for ServerBuilder {
             stalled_peer_timeout: Some(DEFAULT_STALLED_PEER_TIMEOUT),
             registered: true,
             mounted: Vec::new(),
+            auth: None,
+            rules: Vec::new(),
             #[cfg(feature = "tls")]
             tls: None,
             routes: Vec::new(),
@@ -321,6 +329,64 @@ impl ServerBuilder {
         self
     }
 
+    /// Authenticates every connection at the upgrade, before the WebSocket exists: `hook` sees
+    /// the [`UpgradeRequest`] (headers, query, offered subprotocols, peer address, TLS client
+    /// certificate) and returns an identity, which handlers read with
+    /// [`Connection::identity`], or a [`Reject`]: the client gets that HTTP status (401, 403...)
+    /// and body instead of the upgrade. It counts in the
+    /// [`handshake_timeout`](Self::handshake_timeout).
+    ///
+    /// ```no_run
+    /// use webmesh::{Reject, Server, UpgradeRequest};
+    ///
+    /// struct User { name: String, admin: bool }
+    ///
+    /// let builder = Server::builder()
+    ///     .auth(|req: &UpgradeRequest| match req.bearer_token().as_deref() {
+    ///         None => Err(Reject::unauthorized("a bearer token is required")),
+    ///         Some("s3cret-admin") => Ok(User { name: "ada".into(), admin: true }),
+    ///         Some(_) => Err(Reject::forbidden("unknown token")),
+    ///     })
+    ///     .authorize("/admin/*", |user: Option<&User>| user.is_some_and(|u| u.admin));
+    /// ```
+    pub fn auth<I, F>(mut self, hook: F) -> Self
+    where
+        I: Send + Sync + 'static,
+        F: Fn(&UpgradeRequest) -> Result<I, Reject> + Send + Sync + 'static,
+    {
+        self.auth = Some(auth::erase_sync(hook));
+        self
+    }
+
+    /// Like [`auth`](Self::auth), for a hook that waits (a token introspection call, a database
+    /// lookup).
+    pub fn auth_async<I, F, Fut>(mut self, hook: F) -> Self
+    where
+        I: Send + Sync + 'static,
+        F: Fn(UpgradeRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<I, Reject>> + Send + 'static,
+    {
+        self.auth = Some(auth::erase_async(hook));
+        self
+    }
+
+    /// Requires `allows` to hold for the identity of the connection (what the
+    /// [`auth`](Self::auth) hook returned, if it is an `I`) on every request to `paths`: one
+    /// path (`/orders/cancel`), or every path under a prefix (`/admin/*`). A v1 call that fails
+    /// it gets the error `forbidden`; an emit is dropped, and a 0.1.2 peer gets no reply (both
+    /// logged). Several rules that cover a path must all hold.
+    pub fn authorize<I, F>(mut self, paths: &str, allows: F) -> Self
+    where
+        I: Send + Sync + 'static,
+        F: Fn(Option<&I>) -> bool + Send + Sync + 'static,
+    {
+        self.rules.push(auth::Rule {
+            paths: auth::PathPattern::parse(paths),
+            allows: Arc::new(move |conn: &Connection| allows(conn.identity::<I>())),
+        });
+        self
+    }
+
     /// Runs `hook` for each new connection, before its first request is read.
     pub fn on_connect(mut self, hook: impl Fn(&Connection) + Send + Sync + 'static) -> Self {
         self.on_connect = Some(Arc::new(hook));
@@ -401,6 +467,8 @@ impl ServerBuilder {
             live: AtomicUsize::new(0),
             lifecycle: lifecycle.clone(),
             states,
+            auth: self.auth,
+            rules: self.rules,
             #[cfg(feature = "tls")]
             tls: self.tls.map(tokio_rustls::TlsAcceptor::from),
         });
