@@ -50,6 +50,10 @@ fn main() -> Result<(), webmesh_codec::Error> {
     dump("v1 msgpack NOTIFY /tick 1", &v1.notify("/tick", &1)?);
     dump("v1 CANCEL id 7", &v1.cancel(7).expect("v1 cancels"));
     dump(
+        "v1 msgpack CALL id 7 /echo \"hi\", budget 250 ms",
+        &v1.call_within(7, "/echo", "hi", std::time::Duration::from_millis(250))?,
+    );
+    dump(
         "v1 json CALL id 300 /echo {\"a\":1}",
         &v1_json.call(300, "/echo", &serde_json::json!({"a": 1}))?,
     );

@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::codec::AnyCodec;
 use crate::config::Compression;
 use crate::error::{Error, Result};
-use crate::frame::{Framing, Kind, FLAG_COMPRESSED};
+use crate::frame::{Framing, Kind, FLAG_COMPRESSED, FLAG_DEADLINE};
 use crate::legacy::LegacyMap;
 use crate::{hex, zlib};
 
@@ -153,6 +153,27 @@ impl FrameEncoder {
         self.message(Kind::Call, id, path, value)
     }
 
+    /// A call that tells the callee how long the caller waits: `budget`, sent in whole
+    /// milliseconds rounded up (v1 flag `0x20`). Legacy framing has no deadlines: the same as
+    /// [`call`](Self::call).
+    pub fn call_within<T: Serialize + ?Sized>(
+        &self,
+        id: u64,
+        path: &str,
+        value: &T,
+        budget: std::time::Duration,
+    ) -> Result<WireMessage> {
+        match self.framing {
+            Framing::V1 => {
+                let ms = u64::try_from(budget.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
+                self.v1_with(Kind::Call, id, Some(ms), path, |out| {
+                    self.codec.encode(value, out)
+                })
+            }
+            Framing::Legacy => self.legacy(path, value),
+        }
+    }
+
     /// A one-way message on `path` (emit, push). Legacy: the `{"path", "data"}` map.
     pub fn notify<T: Serialize + ?Sized>(&self, path: &str, value: &T) -> Result<WireMessage> {
         self.message(Kind::Notify, 0, path, value)
@@ -250,14 +271,29 @@ impl FrameEncoder {
         path: &str,
         write_payload: impl FnOnce(&mut Vec<u8>) -> Result<()>,
     ) -> Result<WireMessage> {
+        self.v1_with(kind, id, None, path, write_payload)
+    }
+
+    fn v1_with(
+        &self,
+        kind: Kind,
+        id: u64,
+        budget_ms: Option<u64>,
+        path: &str,
+        write_payload: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+    ) -> Result<WireMessage> {
         let bits = kind
             .to_bits()
             .ok_or_else(|| Error::encode(format!("{kind:?} has no v1 encoding")))?;
         with_scratch(|payload, _| {
             write_payload(payload)?;
-            let mut out = Vec::with_capacity(22 + path.len() + payload.len().min(self.compression.min_size));
+            let mut out = Vec::with_capacity(32 + path.len() + payload.len().min(self.compression.min_size));
             out.push(bits);
             write_varint(&mut out, id);
+            if let Some(ms) = budget_ms {
+                out[0] |= FLAG_DEADLINE;
+                write_varint(&mut out, ms);
+            }
             write_varint(&mut out, path.len() as u64);
             out.extend_from_slice(path.as_bytes());
             if payload.len() >= self.compression.min_size {

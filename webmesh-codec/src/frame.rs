@@ -111,6 +111,8 @@ impl Kind {
 
 /// v1 header flag: the body is a zlib stream.
 pub(crate) const FLAG_COMPRESSED: u8 = 0x10;
+/// v1 header flag: a varint follows the id, the call's time budget in milliseconds.
+pub(crate) const FLAG_DEADLINE: u8 = 0x20;
 
 /// Error codes the webmesh runtimes put in [`ErrorBody::code`]. Any other string is allowed: a
 /// receiver shows codes it does not know as they are.
@@ -128,6 +130,8 @@ pub mod code {
     pub const SHUTTING_DOWN: &str = "shutting_down";
     /// The frame kind is not supported by the peer.
     pub const UNSUPPORTED: &str = "unsupported";
+    /// The call's deadline passed before its handler finished: the handler was stopped.
+    pub const DEADLINE_EXCEEDED: &str = "deadline_exceeded";
     /// The connection's identity may not call this path (an authorization rule of the server).
     pub const FORBIDDEN: &str = "forbidden";
 }
@@ -171,6 +175,8 @@ pub struct Frame {
     kind: Kind,
     id: u64,
     compressed: bool,
+    /// A CALL's time budget in milliseconds, when the caller sent one.
+    budget_ms: Option<u64>,
     codec: AnyCodec,
     buf: Bytes,
     path: PathRepr,
@@ -204,6 +210,12 @@ impl Frame {
     /// True when the frame arrived compressed.
     pub fn was_compressed(&self) -> bool {
         self.compressed
+    }
+
+    /// The time budget a v1 CALL carries: how long the caller still waits for the answer, as of
+    /// when it sent the call. `None` when it sent none.
+    pub fn budget(&self) -> Option<std::time::Duration> {
+        self.budget_ms.map(std::time::Duration::from_millis)
     }
 
     /// True when the frame has no payload or its payload is null: a legacy request without a
@@ -340,11 +352,16 @@ pub(crate) fn read_varint(buf: &[u8], at: &mut usize, what: &'static str) -> Res
 fn decode_v1(codec: &AnyCodec, limits: &Limits, bytes: Bytes) -> Result<Frame> {
     let header = *bytes.first().ok_or(Error::TruncatedHeader("kind"))?;
     let flags = header & 0xf0;
-    if flags & !FLAG_COMPRESSED != 0 {
+    if flags & !(FLAG_COMPRESSED | FLAG_DEADLINE) != 0 {
         return Err(Error::ReservedFlags(flags));
     }
     let mut at = 1;
     let id = read_varint(&bytes, &mut at, "id")?;
+    let budget_ms = if flags & FLAG_DEADLINE != 0 {
+        Some(read_varint(&bytes, &mut at, "deadline")?)
+    } else {
+        None
+    };
     let path_len = read_varint(&bytes, &mut at, "path length")?;
     let path_end = usize::try_from(path_len)
         .ok()
@@ -368,6 +385,7 @@ fn decode_v1(codec: &AnyCodec, limits: &Limits, bytes: Bytes) -> Result<Frame> {
         kind: Kind::from_bits(header & 0x0f),
         id,
         compressed,
+        budget_ms,
         codec: codec.clone(),
         buf,
         path,
@@ -426,6 +444,7 @@ fn decode_legacy(codec: &AnyCodec, limits: &Limits, bytes: Bytes) -> Result<Fram
         kind: Kind::Legacy,
         id: 0,
         compressed,
+        budget_ms: None,
         codec,
         buf,
         path,

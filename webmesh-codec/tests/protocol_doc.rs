@@ -45,6 +45,11 @@ fn every_example_frame_is_the_encoders_output() {
     assert_documented("NOTIFY", &v1.notify("/tick", &1).unwrap());
     assert_documented("CANCEL", &v1.cancel(7).unwrap());
     assert_documented(
+        "CALL with a budget",
+        &v1.call_within(7, "/echo", "hi", std::time::Duration::from_millis(250))
+            .unwrap(),
+    );
+    assert_documented(
         "json CALL",
         &v1_json.call(300, "/echo", &serde_json::json!({"a": 1})).unwrap(),
     );

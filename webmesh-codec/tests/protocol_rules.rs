@@ -262,3 +262,45 @@ fn section_4_the_compressed_example_is_2000_characters_of_ab() {
     );
     assert!(doc.contains("2003-byte msgpack string") && doc.contains("40 bytes"));
 }
+
+#[test]
+fn section_4_a_call_may_carry_its_budget_in_milliseconds_rounded_up() {
+    use std::time::Duration;
+    let enc = FrameEncoder::new(Framing::V1, AnyCodec::MSGPACK, Compression::default());
+    let f = |budget| {
+        let msg = enc.call_within(7, "/echo", &"hi", budget).unwrap();
+        v1(&AnyCodec::MSGPACK, msg.as_bytes()).unwrap()
+    };
+    let call = f(Duration::from_millis(250));
+    assert_eq!(
+        (call.kind(), call.id(), call.path(), call.budget()),
+        (Kind::Call, 7, "/echo", Some(Duration::from_millis(250)))
+    );
+    assert_eq!(call.decode::<String>().unwrap(), "hi");
+    assert_eq!(
+        f(Duration::from_micros(1)).budget(),
+        Some(Duration::from_millis(1)),
+        "rounded up"
+    );
+    assert_eq!(f(Duration::ZERO).budget(), Some(Duration::ZERO));
+    // Without the flag, no budget; a truncated budget is a header error.
+    assert_eq!(
+        v1(&AnyCodec::MSGPACK, &[0x00, 0x07, 0x01, b'/', 0xc0])
+            .unwrap()
+            .budget(),
+        None
+    );
+    assert!(matches!(
+        v1(&AnyCodec::MSGPACK, &[0x20, 0x07]),
+        Err(Error::TruncatedHeader("deadline"))
+    ));
+    // With compression too.
+    let big = "ab".repeat(1000);
+    let msg = enc.call_within(8, "/big", &big, Duration::from_secs(3)).unwrap();
+    let call = v1(&AnyCodec::MSGPACK, msg.as_bytes()).unwrap();
+    assert!(call.was_compressed());
+    assert_eq!(
+        (call.budget(), call.decode::<String>().unwrap()),
+        (Some(Duration::from_secs(3)), big)
+    );
+}

@@ -275,20 +275,77 @@ impl fmt::Debug for Connection {
 
 /// What a handler may want to know about the call it serves: the path it came on (a handler
 /// registered on several paths can tell them apart, as the Python callbacks' `path` argument
-/// does), its correlation id, and the connection.
+/// does), its correlation id, the connection, and its deadline and cancellation.
 ///
 /// A `#[webmesh::route]` function takes it as `&CallContext` or `CallContext`; a closure as its
 /// second argument.
+///
+/// # Deadlines and cancellation
+///
+/// A call has a deadline: the time budget its caller sent, or the server's default. When it
+/// passes, or the caller cancels (it timed out, or dropped the call), the server stops the
+/// handler: its future is dropped, and nothing is sent for a cancelled call. A handler that must
+/// clean up, or that hands work to `spawn_blocking` (which cannot be dropped), watches
+/// [`is_cancelled`](Self::is_cancelled) or awaits [`cancelled`](Self::cancelled). Calls it
+/// makes to other services with `Client::child_of(&call)` inherit the remaining deadline and
+/// are cancelled with it.
 #[derive(Clone)]
 pub struct CallContext {
     frame: webmesh_codec::Frame,
     connection: Connection,
+    deadline: Option<std::time::Instant>,
+    cancel: Arc<crate::cancel::Cancel>,
 }
 
 impl CallContext {
     #[cfg(feature = "server")]
-    pub(crate) fn new(frame: webmesh_codec::Frame, connection: Connection) -> Self {
-        CallContext { frame, connection }
+    pub(crate) fn new(
+        frame: webmesh_codec::Frame,
+        connection: Connection,
+        deadline: Option<std::time::Instant>,
+        cancel: Arc<crate::cancel::Cancel>,
+    ) -> Self {
+        CallContext {
+            frame,
+            connection,
+            deadline,
+            cancel,
+        }
+    }
+
+    /// When the call's time is up: its caller's budget, or the server's default deadline.
+    /// `None` when it has neither.
+    pub fn deadline(&self) -> Option<std::time::Instant> {
+        self.deadline
+    }
+
+    /// The time left before the deadline (zero once it passed); `None` without a deadline.
+    pub fn remaining(&self) -> Option<std::time::Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(std::time::Instant::now()))
+    }
+
+    /// True once the call is cancelled or its deadline has passed: its answer is no longer
+    /// wanted. For code that cannot be dropped, such as a loop in `spawn_blocking`.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled() || self.deadline.is_some_and(|d| std::time::Instant::now() >= d)
+    }
+
+    /// Resolves once the call is cancelled or its deadline passes.
+    pub async fn cancelled(&self) {
+        match self.deadline {
+            Some(d) => {
+                tokio::select! {
+                    () = self.cancel.cancelled() => {}
+                    () = tokio::time::sleep_until(tokio::time::Instant::from_std(d)) => {}
+                }
+            }
+            None => self.cancel.cancelled().await,
+        }
+    }
+
+    pub(crate) fn cancel_handle(&self) -> &Arc<crate::cancel::Cancel> {
+        &self.cancel
     }
 
     /// The path the call came on.

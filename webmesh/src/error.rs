@@ -93,6 +93,13 @@ pub enum Error {
         /// The timeout that passed.
         after: Duration,
     },
+    /// The call was made on behalf of another call (`Client::child_of`), which was cancelled or
+    /// whose deadline passed: this one was cancelled with it (and its server told so).
+    #[error("call to {path} cancelled: the call it was made for was cancelled or ran out of time")]
+    Cancelled {
+        /// The path called.
+        path: String,
+    },
     /// The connection is closed, or closed while the call was in flight.
     #[error("connection closed: {reason}")]
     Closed {

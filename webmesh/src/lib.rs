@@ -56,6 +56,7 @@
 //! - [`codec`]: the wire format (re-export of `webmesh-codec`).
 #![forbid(unsafe_code)]
 
+mod cancel;
 mod client;
 mod conn;
 mod connection;
@@ -82,10 +83,10 @@ pub use registry::Routes;
 pub use route::{NoError, Push, Route, Serve};
 #[cfg(feature = "server")]
 pub use server::{
-    BlockingServer, FallibleHandler, Handler, Reject, Server, ServerBuilder, ServerHandle, UpgradeRequest,
-    BEARER_QUERY_PARAMETER, BEARER_SUBPROTOCOL_PREFIX, DEFAULT_ADDR, DEFAULT_HANDSHAKE_TIMEOUT,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_OUTBOUND_QUEUE, DEFAULT_SHUTDOWN_TIMEOUT,
-    DEFAULT_STALLED_PEER_TIMEOUT,
+    BlockingServer, FallibleHandler, Handler, Reject, RouteStats, Server, ServerBuilder, ServerHandle,
+    ServerStats, UpgradeRequest, BEARER_QUERY_PARAMETER, BEARER_SUBPROTOCOL_PREFIX, DEFAULT_ADDR,
+    DEFAULT_DEADLINE, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_OUTBOUND_QUEUE, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_STALLED_PEER_TIMEOUT,
 };
 pub use state::State;
 #[doc = include_str!("push.md")]

@@ -365,6 +365,7 @@ impl ClientBuilder {
         Ok(Client {
             inner: Arc::new(Handle { cmd, shared }),
             timeout: self.timeout,
+            parent: None,
         })
     }
 

@@ -132,6 +132,14 @@ struct Handle {
 pub struct Client {
     inner: Arc<Handle>,
     timeout: Option<Duration>,
+    /// The call this client makes its calls for (`child_of`): its deadline and cancellation.
+    parent: Option<Arc<Parent>>,
+}
+
+/// What a client made with [`Client::child_of`] inherits from the call it serves.
+struct Parent {
+    deadline: Option<std::time::Instant>,
+    cancel: Arc<crate::cancel::Cancel>,
 }
 
 impl fmt::Debug for Client {
@@ -196,6 +204,52 @@ impl Client {
         Client {
             inner: self.inner.clone(),
             timeout,
+            parent: self.parent.clone(),
+        }
+    }
+
+    /// The same client, making its calls on behalf of the call `parent` that a handler serves:
+    /// each call gets at most the time `parent` has left (and sends that budget to the server it
+    /// calls), and is cancelled, with a CANCEL to that server, when `parent` is cancelled or its
+    /// deadline passes. That is how a deadline propagates across services: A calls B, B calls C
+    /// with `client_c.child_of(&call)`, and when A gives up, C's handler stops too.
+    ///
+    /// ```no_run
+    /// # fn client_to_c() -> webmesh::Client { unimplemented!() }
+    /// # async fn run() -> Result<(), webmesh::Error> {
+    /// let to_c = client_to_c();
+    /// let server = webmesh::Server::builder()
+    ///     .on_fallible("/b", move |n: u64, call: webmesh::CallContext| {
+    ///         let c = to_c.child_of(&call);
+    ///         async move { c.call_path::<u64>("/c", &n).await.map_err(|e| e.to_string()) }
+    ///     })
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn child_of(&self, parent: &crate::CallContext) -> Client {
+        Client {
+            inner: self.inner.clone(),
+            timeout: self.timeout,
+            parent: Some(Arc::new(Parent {
+                deadline: parent.deadline(),
+                cancel: parent.cancel_handle().clone(),
+            })),
+        }
+    }
+
+    /// The budget of a call made now with `timeout`: the smaller of it and what the parent call
+    /// has left.
+    fn budget(&self, timeout: Option<Duration>) -> Option<Duration> {
+        let left = self
+            .parent
+            .as_ref()
+            .and_then(|p| p.deadline)
+            .map(|d| d.saturating_duration_since(std::time::Instant::now()));
+        match (timeout, left) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -286,9 +340,10 @@ impl Client {
         request: R::Request,
         timeout: Option<Duration>,
     ) -> Result<R::Response, CallError<R::Error>> {
-        let sent = self.start_call(R::PATH, &request);
+        let budget = self.budget(timeout);
+        let sent = self.start_call(R::PATH, &request, budget);
         drop(request);
-        let frame = self.finish_call(sent?, timeout).await?;
+        let frame = self.finish_call(sent?, budget).await?;
         decode_reply::<R::Response, R::Error>(&frame)
     }
 
@@ -315,11 +370,12 @@ impl Client {
         path: &str,
         request: &(impl Serialize + ?Sized),
     ) -> impl std::future::Future<Output = Result<Resp>> + Send + 'static {
-        let sent = self.start_call(path, request);
+        let budget = self.budget(self.timeout);
+        let sent = self.start_call(path, request, budget);
         let client = self.clone();
         let path = path.to_owned();
         async move {
-            let frame = client.finish_call(sent?, client.timeout).await?;
+            let frame = client.finish_call(sent?, budget).await?;
             decode_reply::<Resp, crate::Value>(&frame).map_err(|e| match e {
                 CallError::Handler(v) => Error::Remote {
                     code: code::HANDLER.into(),
@@ -383,13 +439,27 @@ impl Client {
     }
 
     /// Encodes a call (synchronously: the caller's value is not held across an await).
-    fn start_call(&self, path: &str, request: &(impl Serialize + ?Sized)) -> Result<Started> {
+    fn start_call(
+        &self,
+        path: &str,
+        request: &(impl Serialize + ?Sized),
+        budget: Option<Duration>,
+    ) -> Result<Started> {
         let shared = &self.inner.shared;
         if let Some(e) = shared.closed_error() {
             return Err(e);
         }
+        if self.parent.as_ref().is_some_and(|p| p.cancel.is_cancelled()) {
+            return Err(Error::Cancelled {
+                path: path.to_owned(),
+            });
+        }
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let msg = shared.encoder.call(id, path, request)?;
+        // The server learns how long the answer is awaited (a v1 deadline).
+        let msg = match budget {
+            Some(b) => shared.encoder.call_within(id, path, request, b)?,
+            None => shared.encoder.call(id, path, request)?,
+        };
         Ok(Started {
             id,
             path: path.to_owned(),
@@ -398,18 +468,47 @@ impl Client {
     }
 
     /// Hands an encoded call to the driver and waits for the frame that answers it, all within
-    /// `timeout`.
+    /// `timeout`, and no longer than the parent call (if any) is wanted.
     async fn finish_call(&self, started: Started, timeout: Option<Duration>) -> Result<Frame> {
         use tracing::Instrument;
         let span = tracing::debug_span!("call", path = %started.path, id = started.id);
         let path = started.path.clone();
-        let exchange = self.exchange(started).instrument(span);
-        match timeout {
-            Some(after) => tokio::time::timeout(after, exchange)
-                .await
-                .map_err(|_| Error::CallTimeout { path, after })?,
-            None => exchange.await,
+        let exchange = async {
+            let exchange = self.exchange(started).instrument(span);
+            match timeout {
+                Some(after) => {
+                    tokio::time::timeout(after, exchange)
+                        .await
+                        .map_err(|_| Error::CallTimeout {
+                            path: path.clone(),
+                            after,
+                        })?
+                }
+                None => exchange.await,
+            }
+        };
+        let frame = match &self.parent {
+            // Dropping the exchange on the parent's cancellation sends this call's CANCEL.
+            Some(parent) => tokio::select! {
+                biased;
+                () = parent.cancel.cancelled() => return Err(Error::Cancelled { path }),
+                frame = exchange => frame?,
+            },
+            None => exchange.await?,
+        };
+        // The server stopped the handler at the deadline this call sent: a timeout, as the
+        // caller's own timer would have said a moment later.
+        if frame.kind() == Kind::Error {
+            if let Ok((body, _)) = frame.decode_error::<serde::de::IgnoredAny>() {
+                if body.code == code::DEADLINE_EXCEEDED {
+                    return Err(Error::CallTimeout {
+                        path,
+                        after: timeout.unwrap_or_default(),
+                    });
+                }
+            }
         }
+        Ok(frame)
     }
 
     async fn exchange(&self, started: Started) -> Result<Frame> {

@@ -5,6 +5,7 @@
 //! and their answer is written without any task switch. A handler that has to wait stays in a set
 //! polled by this same task, so slow handlers do not hold up the others on the connection.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -21,24 +22,67 @@ use webmesh_codec::{
     code, decode_frame, peek_v1_header, Error as CodecError, Frame, FrameType, Framing, Kind, WireMessage,
 };
 
-use super::handler::{reply_encoder, BoxFuture, Dispatch, ReplyTo};
+use super::handler::{reply_encoder, BoxFuture, Counters, Dispatch, ReplyTo};
 use super::lifecycle::{self, CLOSE_GRACE};
 use super::Shared;
+use crate::cancel::Cancel;
 use crate::conn::{self, close, End, Outbox, Role, Socket};
 use crate::connection::Connection;
 
-/// A handler that did not finish at its first poll, with what is needed to answer if it panics.
+/// A handler that did not finish at its first poll, with what is needed to answer if it panics,
+/// to stop it when its call is cancelled, and its deadline.
 struct Running {
     fut: BoxFuture<Option<WireMessage>>,
     fallback: Dispatch,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// How a running handler ended.
+enum Ended {
+    /// It finished: its answer, if any.
+    Done(Option<WireMessage>),
+    /// Its caller cancelled it: dropped, no answer.
+    Cancelled,
+    /// Its deadline passed: dropped; the answer is the `deadline_exceeded` error, if any.
+    DeadlineExceeded(Option<WireMessage>),
+}
+
+/// A running handler's end, with the call it served.
+struct Finished {
+    id: Option<u64>,
+    path: Frame,
+    ended: Ended,
 }
 
 impl Future for Running {
-    type Output = Option<WireMessage>;
+    type Output = Finished;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Finished> {
         let this = &mut *self;
-        poll_guarded(&mut this.fut, &this.fallback, cx)
+        let finished = |ended| Finished {
+            id: match this.fallback.reply {
+                ReplyTo::Call(id) => Some(id),
+                ReplyTo::Legacy | ReplyTo::Nothing => None,
+            },
+            path: this.fallback.frame.clone(),
+            ended,
+        };
+        if this.fallback.cancel.is_cancelled() {
+            return Poll::Ready(finished(Ended::Cancelled));
+        }
+        if let Some(deadline) = &mut this.deadline {
+            if deadline.as_mut().poll(cx).is_ready() {
+                this.fallback.cancel.cancel();
+                let path = this.fallback.frame.path();
+                let answer = this.fallback.fail(
+                    code::DEADLINE_EXCEEDED,
+                    &format!("the deadline of the call to {path} passed: its handler was stopped"),
+                );
+                return Poll::Ready(finished(Ended::DeadlineExceeded(answer)));
+            }
+        }
+        this.fallback.cancel.register(cx.waker());
+        poll_guarded(&mut this.fut, &this.fallback, cx).map(|answer| finished(Ended::Done(answer)))
     }
 }
 
@@ -70,6 +114,8 @@ struct Serving {
     shared: Arc<Shared>,
     rx: mpsc::Receiver<Message>,
     handlers: FuturesUnordered<Running>,
+    /// The cancellation of each v1 call whose handler runs, by id: what a CANCEL reaches.
+    cancels: HashMap<u64, Arc<Cancel>>,
     /// Closing: new calls get `shutting_down` instead of a handler.
     refusing: bool,
 }
@@ -88,6 +134,7 @@ impl Driver {
                 shared,
                 rx,
                 handlers: FuturesUnordered::new(),
+                cancels: HashMap::new(),
                 refusing: false,
             },
         }
@@ -221,9 +268,25 @@ impl Role for Serving {
                 Poll::Ready(None) | Poll::Pending => break,
             }
         }
-        // Handlers that finished.
-        while let Poll::Ready(Some(answer)) = self.handlers.poll_next_unpin(cx) {
+        // Handlers that finished, or were stopped.
+        while let Poll::Ready(Some(finished)) = self.handlers.poll_next_unpin(cx) {
             progress = true;
+            if let Some(id) = finished.id {
+                self.cancels.remove(&id);
+            }
+            let answer = match finished.ended {
+                Ended::Done(answer) => answer,
+                Ended::Cancelled => {
+                    tracing::debug!(path = finished.path.path(), id = ?finished.id, "call cancelled: handler stopped");
+                    self.count(finished.path.path(), |c| &c.cancelled);
+                    None
+                }
+                Ended::DeadlineExceeded(answer) => {
+                    tracing::debug!(path = finished.path.path(), id = ?finished.id, "deadline passed: handler stopped");
+                    self.count(finished.path.path(), |c| &c.deadline_exceeded);
+                    answer
+                }
+            };
             if let Some(m) = answer {
                 out.queue.push_back(conn::to_message(m));
             }
@@ -287,8 +350,15 @@ impl Serving {
             Kind::Call => return Some(End::Close(close::PROTOCOL, "CALL with id 0".into())),
             Kind::Notify => ReplyTo::Nothing,
             Kind::Legacy => ReplyTo::Legacy,
-            Kind::Cancel | Kind::Reply | Kind::Error => {
-                // This server makes no calls; a CANCEL may be ignored (PROTOCOL.md §4).
+            Kind::Cancel => {
+                // The caller stopped waiting: stop its handler (counted when it is dropped).
+                if let Some(cancel) = self.cancels.remove(&frame.id()) {
+                    cancel.cancel();
+                }
+                return None;
+            }
+            Kind::Reply | Kind::Error => {
+                // This server makes no calls.
                 tracing::trace!(kind = ?frame.kind(), id = frame.id(), "ignored");
                 return None;
             }
@@ -314,15 +384,36 @@ impl Serving {
             self.not_found(&frame, reply, out);
             return None;
         };
+        // The deadline: the caller's budget, or the server's default.
+        let budget = frame.budget().or(self.shared.default_deadline);
+        if budget == Some(std::time::Duration::ZERO) {
+            let message = format!("the call to {} arrived with no time left", frame.path());
+            if let ReplyTo::Call(id) = reply {
+                queue(
+                    out,
+                    self.conn
+                        .encoder()
+                        .error_plain(id, code::DEADLINE_EXCEEDED, &message),
+                );
+            }
+            self.count(frame.path(), |c| &c.deadline_exceeded);
+            return None;
+        }
+        let deadline = budget.map(|b| tokio::time::Instant::now() + b);
+        let cancel = Arc::new(Cancel::default());
         let fallback = Dispatch {
             frame: frame.clone(),
             conn: self.conn.clone(),
             reply,
+            deadline: deadline.map(tokio::time::Instant::into_std),
+            cancel: cancel.clone(),
         };
         let dispatch = Dispatch {
             frame,
             conn: self.conn.clone(),
             reply,
+            deadline: deadline.map(tokio::time::Instant::into_std),
+            cancel: cancel.clone(),
         };
         let made = std::panic::catch_unwind(AssertUnwindSafe(|| handler(dispatch)));
         let mut fut = match made {
@@ -335,9 +426,26 @@ impl Serving {
         };
         match poll_guarded(&mut fut, &fallback, cx) {
             Poll::Ready(answer) => queue(out, Ok(answer)),
-            Poll::Pending => self.handlers.push(Running { fut, fallback }),
+            Poll::Pending => {
+                if let ReplyTo::Call(id) = reply {
+                    self.cancels.insert(id, cancel);
+                }
+                let deadline = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
+                self.handlers.push(Running {
+                    fut,
+                    fallback,
+                    deadline,
+                });
+            }
         }
         None
+    }
+
+    /// Counts one stopped call of the route at `path`.
+    fn count(&self, path: &str, which: impl Fn(&Counters) -> &std::sync::atomic::AtomicU64) {
+        if let Some(c) = self.shared.router.counters(path) {
+            which(c).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// A request the connection's identity may not make: `forbidden` for a v1 call, a log line

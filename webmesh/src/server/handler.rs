@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use webmesh_codec::{code, Frame, FrameEncoder, WireMessage};
 
+use crate::cancel::Cancel;
 use crate::connection::{CallContext, Connection};
 use crate::error::Error;
 use crate::registry::{RouteEntry, Routes};
@@ -34,6 +35,9 @@ pub(crate) struct Dispatch {
     pub(crate) frame: Frame,
     pub(crate) conn: Connection,
     pub(crate) reply: ReplyTo,
+    /// When the call's time is up (its budget, or the server's default).
+    pub(crate) deadline: Option<std::time::Instant>,
+    pub(crate) cancel: Arc<Cancel>,
 }
 
 impl Dispatch {
@@ -122,7 +126,7 @@ where
         Ok(request) => {
             // A span per call when debug logging is on; next to nothing when it is off.
             let span = tracing::debug_span!("call", path = d.frame.path(), id = d.frame.id());
-            let ctx = CallContext::new(d.frame.clone(), d.conn.clone());
+            let ctx = CallContext::new(d.frame.clone(), d.conn.clone(), d.deadline, d.cancel.clone());
             let fut = span.in_scope(|| f(request, ctx));
             Box::pin(tracing::Instrument::instrument(
                 async move {
@@ -275,6 +279,14 @@ struct Slot {
     name: String,
     /// The server state its handler takes.
     requires: Vec<StateKey>,
+    counters: Counters,
+}
+
+/// What a route counts: the calls stopped before their handler finished.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) cancelled: std::sync::atomic::AtomicU64,
+    pub(crate) deadline_exceeded: std::sync::atomic::AtomicU64,
 }
 
 /// Path to handler.
@@ -301,6 +313,7 @@ impl Router {
                 handler,
                 name,
                 requires,
+                counters: Counters::default(),
             },
         );
         Ok(())
@@ -378,6 +391,16 @@ impl Router {
 
     pub(crate) fn get(&self, path: &str) -> Option<&Erased> {
         self.routes.get(path).map(|s| &s.handler)
+    }
+
+    /// The counters of the route at `path`.
+    pub(crate) fn counters(&self, path: &str) -> Option<&Counters> {
+        self.routes.get(path).map(|s| &s.counters)
+    }
+
+    /// Every route's counters, by path.
+    pub(crate) fn all_counters(&self) -> impl Iterator<Item = (&str, &Counters)> {
+        self.routes.iter().map(|(p, s)| (&**p, &s.counters))
     }
 
     pub(crate) fn paths(&self) -> impl Iterator<Item = &str> {

@@ -41,6 +41,8 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default [`ServerBuilder::stalled_peer_timeout`].
 pub const DEFAULT_STALLED_PEER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default [`ServerBuilder::default_deadline`].
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
 
 type ConnHook = Arc<dyn Fn(&Connection) + Send + Sync>;
 type NotFoundHook = Arc<dyn Fn(&str, &Connection) -> Option<String> + Send + Sync>;
@@ -57,6 +59,7 @@ pub(crate) struct Shared {
     pub(crate) outbound_queue: usize,
     pub(crate) handshake_timeout: Duration,
     pub(crate) shutdown_timeout: Duration,
+    pub(crate) default_deadline: Option<Duration>,
     pub(crate) keepalive: Option<Keepalive>,
     pub(crate) stalled_peer_timeout: Option<Duration>,
     pub(crate) on_connect: Option<ConnHook>,
@@ -100,6 +103,7 @@ pub struct ServerBuilder {
     outbound_queue: usize,
     handshake_timeout: Duration,
     shutdown_timeout: Duration,
+    default_deadline: Option<Duration>,
     keepalive: Option<Keepalive>,
     stalled_peer_timeout: Option<Duration>,
     registered: bool,
@@ -128,6 +132,7 @@ impl Default for ServerBuilder {
             outbound_queue: DEFAULT_OUTBOUND_QUEUE,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            default_deadline: Some(DEFAULT_DEADLINE),
             keepalive: Some(Keepalive::default()),
             stalled_peer_timeout: Some(DEFAULT_STALLED_PEER_TIMEOUT),
             registered: true,
@@ -244,6 +249,16 @@ impl ServerBuilder {
     /// frame, within a further second. Default [`DEFAULT_SHUTDOWN_TIMEOUT`].
     pub fn shutdown_timeout(mut self, d: Duration) -> Self {
         self.shutdown_timeout = d;
+        self
+    }
+
+    /// The deadline of a request whose caller sent none: a v1 call without a budget (a peer
+    /// that predates deadlines, or whose client waits forever), an emit, a 0.1.2 request. When it
+    /// passes, the handler is stopped (its future dropped) and a v1 caller gets
+    /// `deadline_exceeded`. `None`: no deadline, handlers run to their end. A caller's own budget
+    /// always wins, longer or shorter. Default [`DEFAULT_DEADLINE`].
+    pub fn default_deadline(mut self, deadline: Option<Duration>) -> Self {
+        self.default_deadline = deadline;
         self
     }
 
@@ -458,6 +473,7 @@ impl ServerBuilder {
             outbound_queue: self.outbound_queue,
             handshake_timeout: self.handshake_timeout,
             shutdown_timeout: self.shutdown_timeout,
+            default_deadline: self.default_deadline,
             keepalive: self.keepalive,
             stalled_peer_timeout: self.stalled_peer_timeout,
             on_connect: self.on_connect,
@@ -709,11 +725,60 @@ impl ServerHandle {
         conn::serve(Box::new(stream), peer, self.shared.clone(), running)
     }
 
+    /// What the server counts: its connections, and per route the calls stopped before their
+    /// handler finished (cancelled by their caller, or past their deadline).
+    pub fn stats(&self) -> ServerStats {
+        let mut routes: Vec<RouteStats> = self
+            .shared
+            .router
+            .all_counters()
+            .map(|(path, c)| RouteStats {
+                path: path.to_owned(),
+                cancelled: c.cancelled.load(std::sync::atomic::Ordering::Relaxed),
+                deadline_exceeded: c.deadline_exceeded.load(std::sync::atomic::Ordering::Relaxed),
+            })
+            .collect();
+        routes.sort_by(|a, b| a.path.cmp(&b.path));
+        ServerStats {
+            connections: self.shared.live.load(std::sync::atomic::Ordering::Relaxed),
+            routes,
+        }
+    }
+
     /// True once a shutdown has started (by [`shutdown`](Self::shutdown), or by the server or
     /// its `run` future being dropped) and nothing of the server runs any more.
     pub fn is_stopped(&self) -> bool {
         self.lifecycle.is_stopped()
     }
+}
+
+/// What a server counts; see [`ServerHandle::stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerStats {
+    /// Connections open now (upgrades in progress included).
+    pub connections: usize,
+    /// Each route, by path.
+    pub routes: Vec<RouteStats>,
+}
+
+impl ServerStats {
+    /// The counts of the route at `path`.
+    pub fn route(&self, path: &str) -> Option<&RouteStats> {
+        self.routes.iter().find(|r| r.path == path)
+    }
+}
+
+/// What one route counts; see [`ServerHandle::stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RouteStats {
+    /// The route's path.
+    pub path: String,
+    /// Calls whose caller cancelled them (timed out, or dropped the call) while the handler ran.
+    pub cancelled: u64,
+    /// Requests whose deadline passed before the handler finished.
+    pub deadline_exceeded: u64,
 }
 
 /// A server running on its own thread; see [`ServerBuilder::start_threaded`]. Dropping it shuts

@@ -1,0 +1,335 @@
+//! Deadlines and cancellation (issue 16) over real sockets: a call carries its time budget; the
+//! server stops the handler when it passes or the caller cancels; calls made on behalf of a call
+//! inherit both, across three services; stopped calls are counted per route.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use webmesh::codec::{AnyCodec, Compression, FrameEncoder, FrameType, Framing, Kind, Limits};
+use webmesh::{CallContext, Client, Error, Server, Value};
+use webmesh_tests::{eventually, start};
+
+/// Sets its flag when dropped: shows that a handler's future was dropped.
+struct DropFlag(Arc<AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A handler that waits forever, raising `dropped` when the server stops it.
+fn forever(
+    dropped: Arc<AtomicBool>,
+) -> impl Fn(()) -> std::pin::Pin<Box<dyn std::future::Future<Output = u8> + Send>> + Clone {
+    move |()| {
+        let guard = DropFlag(dropped.clone());
+        Box::pin(async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+            0u8
+        })
+    }
+}
+
+fn stats(handle: &webmesh::ServerHandle, path: &str) -> (u64, u64) {
+    let s = handle.stats();
+    let r = s.route(path).expect("the route is counted");
+    (r.cancelled, r.deadline_exceeded)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callers_budget_stops_a_handler_that_awaits() {
+    let dropped = Arc::new(AtomicBool::new(false));
+    let (handle, url) = start(Server::builder().on("/forever", forever(dropped.clone()))).await;
+    let c = Client::builder()
+        .timeout(Some(Duration::from_millis(200)))
+        .connect(&url)
+        .await
+        .unwrap();
+    let t = Instant::now();
+    match c.call_path::<u8>("/forever", &()).await {
+        Err(Error::CallTimeout { path, after }) => {
+            assert_eq!((path.as_str(), after), ("/forever", Duration::from_millis(200)))
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert!(t.elapsed() < Duration::from_secs(5));
+    eventually("the handler was dropped", || dropped.load(Ordering::SeqCst)).await;
+    // Stopped by its deadline or by the client's CANCEL, whichever reached it first: counted.
+    eventually("counted", || {
+        let (c, d) = stats(&handle, "/forever");
+        c + d == 1
+    })
+    .await;
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_without_a_budget_gets_the_servers_default_deadline() {
+    let dropped = Arc::new(AtomicBool::new(false));
+    let (handle, url) = start(
+        Server::builder()
+            .default_deadline(Some(Duration::from_millis(150)))
+            .on("/forever", forever(dropped.clone())),
+    )
+    .await;
+    // A raw v1 peer that sends no budget (flag 0x20 unset) and waits forever.
+    let mut ws = webmesh_tests::raw_ws(&url, Some("webmesh.v1.msgpack")).await;
+    let enc = FrameEncoder::new(Framing::V1, AnyCodec::MSGPACK, Compression::default());
+    ws.send(Message::Binary(
+        enc.call(5, "/forever", &()).unwrap().as_bytes().to_vec().into(),
+    ))
+    .await
+    .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("an answer at the deadline");
+    let Some(Ok(Message::Binary(b))) = answer else {
+        panic!("{answer:?}")
+    };
+    let f = webmesh::codec::decode_frame(
+        Framing::V1,
+        &AnyCodec::MSGPACK,
+        &Limits::default(),
+        FrameType::Binary,
+        b,
+    )
+    .unwrap();
+    assert_eq!((f.kind(), f.id()), (Kind::Error, 5));
+    assert_eq!(f.decode_error::<Value>().unwrap().0.code, "deadline_exceeded");
+    assert!(dropped.load(Ordering::SeqCst), "the handler was dropped");
+    assert_eq!(stats(&handle, "/forever"), (0, 1));
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_drops_its_call_cancels_the_handler() {
+    let dropped = Arc::new(AtomicBool::new(false));
+    let (handle, url) = start(Server::builder().on("/forever", forever(dropped.clone()))).await;
+    let c = Client::builder().timeout(None).connect(&url).await.unwrap();
+    let call = tokio::spawn({
+        let c = c.clone();
+        async move { c.call_path::<u8>("/forever", &()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!dropped.load(Ordering::SeqCst), "running while its caller waits");
+    call.abort();
+    eventually("the CANCEL stopped the handler", || {
+        dropped.load(Ordering::SeqCst)
+    })
+    .await;
+    eventually("counted as cancelled", || stats(&handle, "/forever") == (1, 0)).await;
+    // The connection goes on.
+    let quick = c.with_timeout(Some(Duration::from_millis(50)));
+    assert!(quick.call_path::<u8>("/forever", &()).await.is_err());
+    handle.shutdown().await;
+}
+
+/// True when `work` makes no progress over 200 ms: its handler stopped.
+async fn stopped(work: &AtomicU64) -> bool {
+    let before = work.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    before == work.load(Ordering::SeqCst)
+}
+
+/// A → B → C: B calls C on behalf of A's call. When A gives up (timeout or drop), C's handler
+/// stops within a stated bound, and its work counter shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_propagates_across_three_services() {
+    const BOUND: Duration = Duration::from_secs(2);
+    // C works until stopped, counting.
+    let work = Arc::new(AtomicU64::new(0));
+    let c_work = work.clone();
+    let (c_handle, c_url) = start(Server::builder().on("/c", move |_: (), call: CallContext| {
+        let work = c_work.clone();
+        async move {
+            while !call.is_cancelled() {
+                work.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            0u8
+        }
+    }))
+    .await;
+    // B forwards to C with the budget A left it.
+    let to_c = Client::builder().timeout(None).connect(&c_url).await.unwrap();
+    let (b_handle, b_url) = start(
+        Server::builder().on_fallible("/b", move |_: (), call: CallContext| {
+            let c = to_c.child_of(&call);
+            async move { c.call_path::<u8>("/c", &()).await.map_err(|e| e.to_string()) }
+        }),
+    )
+    .await;
+    let a = Client::builder()
+        .timeout(Some(Duration::from_millis(300)))
+        .connect(&b_url)
+        .await
+        .unwrap();
+    let t = Instant::now();
+    assert!(a.call_path::<u8>("/b", &()).await.unwrap_err().is_timeout());
+
+    let mut ok = false;
+    while t.elapsed() < Duration::from_millis(300) + BOUND {
+        if stopped(&work).await {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok, "C still works {BOUND:?} after A's timeout");
+    assert!(work.load(Ordering::SeqCst) > 0, "C did run");
+    eventually("C counted the stop", || {
+        let (c, d) = stats(&c_handle, "/c");
+        c + d == 1
+    })
+    .await;
+
+    // The same when A drops its call instead.
+    let before = work.load(Ordering::SeqCst);
+    let a_forever = a.with_timeout(None);
+    let call = tokio::spawn(async move { a_forever.call_path::<u8>("/b", &()).await });
+    eventually("C runs again", || work.load(Ordering::SeqCst) > before + 3).await;
+    call.abort();
+    let t = Instant::now();
+    let mut ok = false;
+    while t.elapsed() < BOUND {
+        if stopped(&work).await {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok, "C still works {BOUND:?} after A dropped its call");
+    b_handle.shutdown().await;
+    c_handle.shutdown().await;
+}
+
+/// Blocking work cannot be dropped: the handler's future is, at the deadline, and the blocking
+/// task sees `is_cancelled` and stops; the server answers other calls meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_work_observes_the_cancellation() {
+    let saw_cancel = Arc::new(AtomicBool::new(false));
+    let saw = saw_cancel.clone();
+    let (handle, url) = start(
+        Server::builder()
+            .on("/crunch", move |_: (), call: CallContext| {
+                let saw = saw.clone();
+                async move {
+                    let job = tokio::task::spawn_blocking(move || {
+                        // Bounded: stops at cancellation, or after 10 s regardless.
+                        for _ in 0..1000 {
+                            if call.is_cancelled() {
+                                saw.store(true, Ordering::SeqCst);
+                                return 0u8;
+                            }
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                        1
+                    });
+                    job.await.unwrap_or(2)
+                }
+            })
+            .on("/ping", |_: ()| async { "pong" }),
+    )
+    .await;
+    let c = Client::builder()
+        .timeout(Some(Duration::from_millis(150)))
+        .connect(&url)
+        .await
+        .unwrap();
+    assert!(c.call_path::<u8>("/crunch", &()).await.unwrap_err().is_timeout());
+    assert_eq!(c.call_path::<String>("/ping", &()).await.unwrap(), "pong");
+    eventually("the blocking job saw the cancellation", || {
+        saw_cancel.load(Ordering::SeqCst)
+    })
+    .await;
+    handle.shutdown().await;
+}
+
+fn rss_kib() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4
+}
+
+/// 1,000 calls time out at once, four times: every handler is stopped and counted, and memory
+/// does not grow from one round to the next (server and client share this process; the first
+/// round sizes the allocator's pools, which glibc keeps rather than returning to the system).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_timeouts_at_once_leave_nothing_behind() {
+    let dropped = Arc::new(AtomicU64::new(0));
+    let d = dropped.clone();
+    let (handle, url) = start(
+        Server::builder()
+            .max_in_flight(2000)
+            .on("/forever", move |_: ()| {
+                let d = d.clone();
+                struct Count(Arc<AtomicU64>);
+                impl Drop for Count {
+                    fn drop(&mut self) {
+                        self.0.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                let guard = Count(d);
+                async move {
+                    let _guard = guard;
+                    // Holds some memory while it runs, as a real handler would.
+                    let buffer = vec![7u8; 16 * 1024];
+                    std::future::pending::<()>().await;
+                    buffer.len()
+                }
+            }),
+    )
+    .await;
+    let c = Client::builder()
+        .timeout(Some(Duration::from_millis(500)))
+        .outbound_queue(2048)
+        .connect(&url)
+        .await
+        .unwrap();
+    // Each round: 1,000 calls that time out at once; every handler is stopped and counted.
+    let round = |n: u64| {
+        let c = c.clone();
+        let dropped = dropped.clone();
+        async move {
+            let calls: Vec<_> = (0..1000)
+                .map(|_| {
+                    let c = c.clone();
+                    tokio::spawn(async move { c.call_path::<usize>("/forever", &()).await })
+                })
+                .collect();
+            let mut timeouts = 0;
+            for call in calls {
+                if call.await.unwrap().is_err_and(|e| e.is_timeout()) {
+                    timeouts += 1;
+                }
+            }
+            assert_eq!(timeouts, 1000);
+            eventually("every handler stopped", || {
+                dropped.load(Ordering::SeqCst) == 1000 * n
+            })
+            .await;
+        }
+    };
+    // The first round grows the allocator's pools; later rounds must reuse them. A leak per call
+    // would add its size × 1,000 each round.
+    round(1).await;
+    let after_first = rss_kib();
+    for n in 2..=4 {
+        round(n).await;
+    }
+    let after_last = rss_kib();
+    let (cancelled, exceeded) = stats(&handle, "/forever");
+    assert_eq!(cancelled + exceeded, 4000);
+    assert!(
+        after_last < after_first + 4 * 1024,
+        "RSS {after_first} KiB after the first 1,000 timeouts, {after_last} KiB after 4,000"
+    );
+    handle.shutdown().await;
+}
