@@ -157,3 +157,38 @@ pub async fn raw_upgrade(url: &str, protocol: Option<&str>) -> tokio::net::TcpSt
     );
     tcp
 }
+
+/// This process's resident memory, in KiB (`VmRSS` of `/proc/self/status`).
+///
+/// # Panics
+///
+/// Where `/proc` is missing (these tests run on Linux).
+pub fn rss_kib() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("a VmRSS line")
+}
+
+/// Decodes a v1 msgpack frame that a raw WebSocket client received.
+///
+/// # Panics
+///
+/// When the message is not a v1 msgpack frame (a test expectation).
+pub fn v1_frame(message: tokio_tungstenite::tungstenite::Message) -> webmesh::codec::Frame {
+    use webmesh::codec::{decode_frame, AnyCodec, FrameType, Framing, Limits};
+    let tokio_tungstenite::tungstenite::Message::Binary(bytes) = message else {
+        panic!("expected a binary frame, got {message:?}")
+    };
+    decode_frame(
+        Framing::V1,
+        &AnyCodec::MSGPACK,
+        &Limits::default(),
+        FrameType::Binary,
+        bytes,
+    )
+    .expect("a v1 frame")
+}

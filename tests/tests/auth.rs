@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-use webmesh::codec::{AnyCodec, Compression, FrameEncoder, FrameType, Framing, Limits};
+use webmesh::codec::{AnyCodec, Compression, FrameEncoder, Framing};
 use webmesh::{Client, Connection, Error, Protocol, Reconnect, Reject, Server, UpgradeRequest};
 use webmesh_tests::start;
 
@@ -96,17 +96,10 @@ async fn browsers_send_the_token_in_a_subprotocol_entry_or_the_query() {
     ws.send(Message::Binary(call.as_bytes().to_vec().into()))
         .await
         .unwrap();
-    let Some(Ok(Message::Binary(b))) = ws.next().await else {
+    let Some(Ok(message)) = ws.next().await else {
         panic!("an answer")
     };
-    let f = webmesh::codec::decode_frame(
-        Framing::V1,
-        &AnyCodec::MSGPACK,
-        &Limits::default(),
-        FrameType::Binary,
-        b,
-    )
-    .unwrap();
+    let f = webmesh_tests::v1_frame(message);
     assert_eq!(f.decode::<Option<String>>().unwrap(), Some("bob".to_owned()));
     // The query string.
     let c = Client::connect(&format!("{url}/?access_token=tok-ada"))

@@ -15,16 +15,6 @@ use webmesh::codec::{self, AnyCodec, FrameType, Framing, Kind, Limits};
 use webmesh::{Client, Server, Value};
 use webmesh_tests::{raw_ws, start};
 
-fn rss_kib() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// zlib of `total` zeros, written 1 MiB at a time (about 1 MiB of output for 1 GiB).
 fn bomb(total: usize) -> Vec<u8> {
     let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
@@ -67,14 +57,14 @@ async fn one_gib_bomb_over_a_socket_is_rejected_within_the_limit() {
     };
 
     // Sample RSS every millisecond from here on.
-    let before = rss_kib();
+    let before = webmesh_tests::rss_kib();
     let peak = Arc::new(AtomicUsize::new(before));
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = {
         let (peak, sampling) = (peak.clone(), sampling.clone());
         std::thread::spawn(move || {
             while sampling.load(Ordering::Relaxed) {
-                peak.fetch_max(rss_kib(), Ordering::Relaxed);
+                peak.fetch_max(webmesh_tests::rss_kib(), Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(1));
             }
         })

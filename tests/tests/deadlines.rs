@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
-use webmesh::codec::{AnyCodec, Compression, FrameEncoder, FrameType, Framing, Kind, Limits};
+use webmesh::codec::{AnyCodec, Compression, FrameEncoder, Framing, Kind};
 use webmesh::{CallContext, Client, Error, Server, Value};
 use webmesh_tests::{eventually, start};
 
@@ -88,17 +88,10 @@ async fn a_call_without_a_budget_gets_the_servers_default_deadline() {
     let answer = tokio::time::timeout(Duration::from_secs(10), ws.next())
         .await
         .expect("an answer at the deadline");
-    let Some(Ok(Message::Binary(b))) = answer else {
+    let Some(Ok(message)) = answer else {
         panic!("{answer:?}")
     };
-    let f = webmesh::codec::decode_frame(
-        Framing::V1,
-        &AnyCodec::MSGPACK,
-        &Limits::default(),
-        FrameType::Binary,
-        b,
-    )
-    .unwrap();
+    let f = webmesh_tests::v1_frame(message);
     assert_eq!((f.kind(), f.id()), (Kind::Error, 5));
     assert_eq!(f.decode_error::<Value>().unwrap().0.code, "deadline_exceeded");
     assert!(dropped.load(Ordering::SeqCst), "the handler was dropped");
@@ -248,16 +241,6 @@ async fn blocking_work_observes_the_cancellation() {
     handle.shutdown().await;
 }
 
-fn rss_kib() -> usize {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: usize = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    pages * 4
-}
-
 /// 1,000 calls time out at once, four times: every handler is stopped and counted, and memory
 /// does not grow from one round to the next (server and client share this process; the first
 /// round sizes the allocator's pools, which glibc keeps rather than returning to the system).
@@ -320,11 +303,11 @@ async fn a_thousand_timeouts_at_once_leave_nothing_behind() {
     // The first round grows the allocator's pools; later rounds must reuse them. A leak per call
     // would add its size × 1,000 each round.
     round(1).await;
-    let after_first = rss_kib();
+    let after_first = webmesh_tests::rss_kib();
     for n in 2..=4 {
         round(n).await;
     }
-    let after_last = rss_kib();
+    let after_last = webmesh_tests::rss_kib();
     let (cancelled, exceeded) = stats(&handle, "/forever");
     assert_eq!(cancelled + exceeded, 4000);
     assert!(

@@ -32,12 +32,6 @@ fn noise(n: usize) -> Vec<u8> {
         .collect()
 }
 
-fn rss_kib() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_stops_reading_is_disconnected_and_memory_stays_bounded() {
     let gone = Arc::new(AtomicUsize::new(0));
@@ -54,7 +48,7 @@ async fn a_peer_that_stops_reading_is_disconnected_and_memory_stays_bounded() {
             }),
     )
     .await;
-    let before = rss_kib();
+    let before = webmesh_tests::rss_kib();
     // A peer that sends 400 calls for 256 KiB of incompressible answer each (100 MiB in all), and
     // reads none of it: the kernel buffers hold some 36 MiB here, the server must hold the rest.
     let mut req = url.as_str().into_client_request().unwrap();
@@ -84,7 +78,7 @@ async fn a_peer_that_stops_reading_is_disconnected_and_memory_stays_bounded() {
         gone.load(Ordering::SeqCst) == 1
     })
     .await;
-    let grown_mib = rss_kib().saturating_sub(before) / 1024;
+    let grown_mib = webmesh_tests::rss_kib().saturating_sub(before) / 1024;
     assert!(
         grown_mib < 64,
         "server memory grew by {grown_mib} MiB for a peer that reads nothing"
