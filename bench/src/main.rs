@@ -7,7 +7,8 @@
 //! ```
 //!
 //! Options: `--runs N` (default 3), `--secs S` per run (default 1.5), `--idle N` idle connections
-//! (default 10000), `--no-python`, `--workload seq|1x64|16x16|large|idle` and
+//! (default 10000), `--subscribers N` of the fan-out (default 1000), `--no-python`,
+//! `--workload seq|1x64|16x16|large|idle|fanout` and
 //! `--system raw|webmesh|json|legacy|jsonrpsee` to run one cell (for profiling).
 //!
 //! Systems: raw tokio-tungstenite binary echo (the transport limit), webmesh-rs with the default
@@ -19,6 +20,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod clients;
+mod fanout;
 mod load;
 mod payload;
 mod proc_stats;
@@ -43,6 +45,7 @@ struct Options {
     runs: usize,
     secs: f64,
     idle: usize,
+    fanout_subscribers: usize,
     python: bool,
 }
 
@@ -54,6 +57,7 @@ fn parse_args() -> Result<Options, String> {
         runs: 3,
         secs: 1.5,
         idle: 10_000,
+        fanout_subscribers: 1000,
         python: true,
     };
     let mut args = std::env::args().skip(1);
@@ -64,6 +68,11 @@ fn parse_args() -> Result<Options, String> {
             "--runs" => o.runs = value("--runs")?.parse().map_err(|e| format!("--runs: {e}"))?,
             "--secs" => o.secs = value("--secs")?.parse().map_err(|e| format!("--secs: {e}"))?,
             "--idle" => o.idle = value("--idle")?.parse().map_err(|e| format!("--idle: {e}"))?,
+            "--subscribers" => {
+                o.fanout_subscribers = value("--subscribers")?
+                    .parse()
+                    .map_err(|e| format!("--subscribers: {e}"))?;
+            }
             "--no-python" => o.python = false,
             "--workload" => o.workload = Some(value("--workload")?),
             "--system" => o.system = Some(value("--system")?),
@@ -275,6 +284,41 @@ async fn orchestrate(o: &Options) -> Result<(), String> {
         }
         tables.push((w, rows));
     }
+    let fanout_wanted = o.workload.as_ref().is_none_or(|f| "fanout".contains(f.as_str()));
+    let mut fanout_rows = Vec::new();
+    let sizes = if o.quick {
+        fanout::Sizes {
+            subscribers: 20,
+            paced: 10,
+            every: Duration::from_millis(2),
+            burst: 50,
+        }
+    } else {
+        fanout::Sizes {
+            subscribers: o.fanout_subscribers,
+            paced: 200,
+            every: Duration::from_millis(5),
+            burst: 1000,
+        }
+    };
+    for system in fanout::Fanout::ALL {
+        let wanted = o.system.as_ref().is_none_or(|f| match system {
+            fanout::Fanout::Raw => f == "raw",
+            fanout::Fanout::Webmesh => f == "webmesh",
+        });
+        if !fanout_wanted || !wanted {
+            continue;
+        }
+        let mut samples = Vec::new();
+        for _ in 0..o.runs {
+            samples.push(
+                fanout::run(system, sizes)
+                    .await
+                    .map_err(|e| format!("fan-out / {}: {e}", system.name()))?,
+            );
+        }
+        fanout_rows.push((system, samples));
+    }
     if o.python {
         match python_reference(o, &inputs) {
             Ok(py) => {
@@ -289,6 +333,9 @@ async fn orchestrate(o: &Options) -> Result<(), String> {
     }
     for (w, rows) in &tables {
         report::table(*w, rows, large_bytes, o.quick);
+    }
+    if !fanout_rows.is_empty() {
+        fanout::report(sizes, &fanout_rows, o.quick);
     }
     if !o.quick {
         report::targets(&tables, large_bytes);

@@ -24,6 +24,9 @@ pub(crate) fn serve(kind: &str) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
+    if kind.starts_with("fanout-") {
+        return rt.block_on(crate::fanout::serve(kind));
+    }
     rt.block_on(async {
         let port = match kind {
             "raw" => raw_echo().await,

@@ -7,6 +7,7 @@
 //! `WEBMESH_PYTHON` at another interpreter that has `webmesh==0.1.2` to use that instead.
 
 pub mod pki;
+pub mod topics;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -151,7 +151,7 @@ async fn v1_bad_frames() {
 
     // Unreadable headers close the connection with 1002 and the reason.
     for (bytes, reason) in [
-        (&b"\x40\x01\x00\xc0"[..], "reserved flag"),
+        (&b"\x80\x01\x00\xc0"[..], "reserved flag"),
         (b"\x00", "truncated"),
         (b"\x00\x80", "truncated"),
         (b"\x00\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x00", "varint"),

@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::codec::AnyCodec;
 use crate::config::Compression;
 use crate::error::{Error, Result};
-use crate::frame::{Framing, Kind, FLAG_COMPRESSED, FLAG_DEADLINE};
+use crate::frame::{Framing, Kind, FLAG_COMPRESSED, FLAG_DEADLINE, FLAG_SEQ};
 use crate::legacy::LegacyMap;
 use crate::{hex, zlib};
 
@@ -166,7 +166,7 @@ impl FrameEncoder {
         match self.framing {
             Framing::V1 => {
                 let ms = u64::try_from(budget.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
-                self.v1_with(Kind::Call, id, Some(ms), path, |out| {
+                self.v1_with(Kind::Call, id, Some(ms), None, path, |out| {
                     self.codec.encode(value, out)
                 })
             }
@@ -242,6 +242,45 @@ impl FrameEncoder {
         }
     }
 
+    /// A v1 frame of any kind with `value` as its body: the topic kinds (`Subscribe`,
+    /// `Unsubscribe`, `Publish`, `Notice`) and the others. Legacy framing has none of them.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Encode`](crate::Error) with legacy framing, or when `value` does not encode.
+    pub fn v1_frame<T: Serialize + ?Sized>(
+        &self,
+        kind: Kind,
+        id: u64,
+        path: &str,
+        value: &T,
+    ) -> Result<WireMessage> {
+        match self.framing {
+            Framing::V1 => self.v1(kind, id, path, |out| self.codec.encode(value, out)),
+            Framing::Legacy => Err(Error::encode(format!("{kind:?} has no legacy encoding"))),
+        }
+    }
+
+    /// A topic message: `value` on topic `path` with sequence number `seq` (kind `TopicMessage`,
+    /// id 0, flag `0x40`). The same bytes go to every subscriber.
+    ///
+    /// # Errors
+    ///
+    /// As [`v1_frame`](Self::v1_frame).
+    pub fn topic_message<T: Serialize + ?Sized>(
+        &self,
+        seq: u64,
+        path: &str,
+        value: &T,
+    ) -> Result<WireMessage> {
+        match self.framing {
+            Framing::V1 => self.v1_with(Kind::TopicMessage, 0, None, Some(seq), path, |out| {
+                self.codec.encode(value, out)
+            }),
+            Framing::Legacy => Err(Error::encode("topics have no legacy encoding")),
+        }
+    }
+
     /// A frame whose payload is already encoded in this encoder's codec (forwarding, tools).
     /// Legacy framing needs a decodable value: use [`call`](Self::call) there.
     pub fn v1_raw(&self, kind: Kind, id: u64, path: &str, payload: &[u8]) -> Result<WireMessage> {
@@ -271,7 +310,7 @@ impl FrameEncoder {
         path: &str,
         write_payload: impl FnOnce(&mut Vec<u8>) -> Result<()>,
     ) -> Result<WireMessage> {
-        self.v1_with(kind, id, None, path, write_payload)
+        self.v1_with(kind, id, None, None, path, write_payload)
     }
 
     fn v1_with(
@@ -279,6 +318,7 @@ impl FrameEncoder {
         kind: Kind,
         id: u64,
         budget_ms: Option<u64>,
+        seq: Option<u64>,
         path: &str,
         write_payload: impl FnOnce(&mut Vec<u8>) -> Result<()>,
     ) -> Result<WireMessage> {
@@ -293,6 +333,10 @@ impl FrameEncoder {
             if let Some(ms) = budget_ms {
                 out[0] |= FLAG_DEADLINE;
                 write_varint(&mut out, ms);
+            }
+            if let Some(seq) = seq {
+                out[0] |= FLAG_SEQ;
+                write_varint(&mut out, seq);
             }
             write_varint(&mut out, path.len() as u64);
             out.extend_from_slice(path.as_bytes());

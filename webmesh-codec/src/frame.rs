@@ -75,6 +75,19 @@ pub enum Kind {
     Error,
     /// v1: the caller gave up on the `Call` with this id; the callee may stop working on it.
     Cancel,
+    /// v1: subscribe to a topic path or pattern; the id names the subscription, and the answer is
+    /// a `Reply` (or an `Error`) with it.
+    Subscribe,
+    /// v1: end the subscription with this id; never answered.
+    Unsubscribe,
+    /// v1, client to server: publish on a topic through the server; answered like a `Call` when
+    /// the id is not zero.
+    Publish,
+    /// v1, server to client: one message of a topic, with its sequence number (flag `0x40`); the
+    /// same bytes for every subscriber.
+    TopicMessage,
+    /// v1, server to client: news of the subscription with this id (a gap, a lag, an end).
+    Notice,
     /// A 0.1.2 `{"path", "data"}` map: a request when a server receives it, a reply when a client
     /// does.
     Legacy,
@@ -92,6 +105,11 @@ impl Kind {
             Kind::Reply => 2,
             Kind::Error => 3,
             Kind::Cancel => 4,
+            Kind::Subscribe => 5,
+            Kind::Unsubscribe => 6,
+            Kind::Publish => 7,
+            Kind::TopicMessage => 8,
+            Kind::Notice => 9,
             Kind::Unknown(bits) if bits < 16 => bits,
             Kind::Legacy | Kind::Unknown(_) => return None,
         })
@@ -104,6 +122,11 @@ impl Kind {
             2 => Kind::Reply,
             3 => Kind::Error,
             4 => Kind::Cancel,
+            5 => Kind::Subscribe,
+            6 => Kind::Unsubscribe,
+            7 => Kind::Publish,
+            8 => Kind::TopicMessage,
+            9 => Kind::Notice,
             other => Kind::Unknown(other),
         }
     }
@@ -113,6 +136,9 @@ impl Kind {
 pub(crate) const FLAG_COMPRESSED: u8 = 0x10;
 /// v1 header flag: a varint follows the id, the call's time budget in milliseconds.
 pub(crate) const FLAG_DEADLINE: u8 = 0x20;
+/// v1 header flag: a varint follows (the budget, if any, and) the id: a topic message's sequence
+/// number.
+pub(crate) const FLAG_SEQ: u8 = 0x40;
 
 /// Error codes the webmesh runtimes put in [`ErrorBody::code`]. Any other string is allowed: a
 /// receiver shows codes it does not know as they are.
@@ -177,6 +203,8 @@ pub struct Frame {
     compressed: bool,
     /// A CALL's time budget in milliseconds, when the caller sent one.
     budget_ms: Option<u64>,
+    /// A topic message's sequence number.
+    seq: Option<u64>,
     codec: AnyCodec,
     buf: Bytes,
     path: PathRepr,
@@ -216,6 +244,11 @@ impl Frame {
     /// when it sent the call. `None` when it sent none.
     pub fn budget(&self) -> Option<std::time::Duration> {
         self.budget_ms.map(std::time::Duration::from_millis)
+    }
+
+    /// A topic message's sequence number on its path (flag `0x40`).
+    pub fn seq(&self) -> Option<u64> {
+        self.seq
     }
 
     /// True when the frame has no payload or its payload is null: a legacy request without a
@@ -352,13 +385,18 @@ pub(crate) fn read_varint(buf: &[u8], at: &mut usize, what: &'static str) -> Res
 fn decode_v1(codec: &AnyCodec, limits: &Limits, bytes: Bytes) -> Result<Frame> {
     let header = *bytes.first().ok_or(Error::TruncatedHeader("kind"))?;
     let flags = header & 0xf0;
-    if flags & !(FLAG_COMPRESSED | FLAG_DEADLINE) != 0 {
+    if flags & !(FLAG_COMPRESSED | FLAG_DEADLINE | FLAG_SEQ) != 0 {
         return Err(Error::ReservedFlags(flags));
     }
     let mut at = 1;
     let id = read_varint(&bytes, &mut at, "id")?;
     let budget_ms = if flags & FLAG_DEADLINE != 0 {
         Some(read_varint(&bytes, &mut at, "deadline")?)
+    } else {
+        None
+    };
+    let seq = if flags & FLAG_SEQ != 0 {
+        Some(read_varint(&bytes, &mut at, "sequence number")?)
     } else {
         None
     };
@@ -386,6 +424,7 @@ fn decode_v1(codec: &AnyCodec, limits: &Limits, bytes: Bytes) -> Result<Frame> {
         id,
         compressed,
         budget_ms,
+        seq,
         codec: codec.clone(),
         buf,
         path,
@@ -445,6 +484,7 @@ fn decode_legacy(codec: &AnyCodec, limits: &Limits, bytes: Bytes) -> Result<Fram
         id: 0,
         compressed,
         budget_ms: None,
+        seq: None,
         codec,
         buf,
         path,

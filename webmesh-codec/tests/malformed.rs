@@ -304,7 +304,7 @@ fn v1_header_errors() {
         Err(Error::TruncatedHeader("path"))
     ));
     assert!(matches!(v1(b"\x00\x01\x02\xff\xfe\xc0"), Err(Error::PathNotUtf8)));
-    assert!(matches!(v1(b"\x40\x01\x00\xc0"), Err(Error::ReservedFlags(0x40))));
+    assert!(matches!(v1(b"\x80\x01\x00\xc0"), Err(Error::ReservedFlags(0x80))));
     assert!(matches!(
         v1(b"\x00\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x00"),
         Err(Error::VarintOverflow)

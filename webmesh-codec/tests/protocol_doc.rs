@@ -67,3 +67,133 @@ fn documented_defaults_match_the_code() {
     assert_eq!(webmesh_codec::DEFAULT_COMPRESSION_LEVEL, 1);
     assert!(DOC.contains("| 16 MiB |") && DOC.contains("| 32 MiB |") && DOC.contains("at least 1 KiB"));
 }
+
+/// The bodies of §8, as webmesh-rs writes them (fields in this order, absent ones left out).
+mod topic_bodies {
+    use serde::Serialize;
+    use std::collections::BTreeMap;
+
+    #[derive(Serialize)]
+    pub(crate) struct Since {
+        pub(crate) epoch: u64,
+        pub(crate) last: BTreeMap<&'static str, u64>,
+    }
+
+    #[derive(Serialize)]
+    pub(crate) struct Subscribe {
+        pub(crate) since: Since,
+    }
+
+    #[derive(Serialize)]
+    pub(crate) struct Subscribed {
+        pub(crate) epoch: u64,
+        pub(crate) at: BTreeMap<&'static str, u64>,
+    }
+
+    #[derive(Serialize)]
+    pub(crate) struct Lag {
+        pub(crate) kind: &'static str,
+        pub(crate) path: &'static str,
+        pub(crate) missed: u64,
+        pub(crate) upto: u64,
+    }
+
+    #[derive(Serialize)]
+    pub(crate) struct Gap {
+        pub(crate) kind: &'static str,
+        pub(crate) path: &'static str,
+        pub(crate) missed: u64,
+        pub(crate) upto: u64,
+        pub(crate) reason: &'static str,
+    }
+}
+
+#[test]
+fn every_topic_example_frame_is_the_encoders_output() {
+    use std::collections::BTreeMap;
+    use topic_bodies::*;
+    use webmesh_codec::Kind;
+    let v1 = FrameEncoder::new(Framing::V1, AnyCodec::MSGPACK, Compression::default());
+    let empty: BTreeMap<&str, u64> = BTreeMap::new();
+    let frames = [
+        (
+            "SUBSCRIBE",
+            v1.v1_frame(Kind::Subscribe, 3, "/prices/*", &empty).unwrap(),
+        ),
+        (
+            "REPLY to SUBSCRIBE",
+            v1.reply(
+                3,
+                "",
+                &Subscribed {
+                    epoch: 5,
+                    at: BTreeMap::from([("/prices/acme", 41)]),
+                },
+            )
+            .unwrap()
+            .unwrap(),
+        ),
+        ("MESSAGE", v1.topic_message(42, "/prices/acme", &12).unwrap()),
+        ("UNSUBSCRIBE", v1.v1_frame(Kind::Unsubscribe, 3, "", &()).unwrap()),
+        (
+            "PUBLISH",
+            v1.v1_frame(Kind::Publish, 4, "/prices/acme", &13).unwrap(),
+        ),
+        (
+            "resubscribing SUBSCRIBE",
+            v1.v1_frame(
+                Kind::Subscribe,
+                3,
+                "/prices/*",
+                &Subscribe {
+                    since: Since {
+                        epoch: 5,
+                        last: BTreeMap::from([("/prices/acme", 42)]),
+                    },
+                },
+            )
+            .unwrap(),
+        ),
+        (
+            "lag NOTICE",
+            v1.v1_frame(
+                Kind::Notice,
+                0,
+                "",
+                &Lag {
+                    kind: "lag",
+                    path: "/prices/acme",
+                    missed: 2,
+                    upto: 44,
+                },
+            )
+            .unwrap(),
+        ),
+        (
+            "gap NOTICE",
+            v1.v1_frame(
+                Kind::Notice,
+                3,
+                "",
+                &Gap {
+                    kind: "gap",
+                    path: "/p",
+                    missed: 9,
+                    upto: 51,
+                    reason: "gone",
+                },
+            )
+            .unwrap(),
+        ),
+    ];
+    let missing: Vec<String> = frames
+        .iter()
+        .filter(|(_, m)| !DOC.contains(&shown(m)))
+        .map(|(label, m)| format!("{label}: {}", shown(m)))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "PROTOCOL.md does not show:\n{}",
+        missing.join("\n")
+    );
+}

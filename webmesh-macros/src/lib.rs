@@ -1,4 +1,4 @@
-//! The `#[webmesh::route]` and `#[webmesh::push]` attributes. Use them through the `webmesh`
+//! The `#[webmesh::route]`, `#[webmesh::push]` and `#[webmesh::topic]` attributes. Use them through the `webmesh`
 //! crate, which documents and re-exports them; this crate only parses, validates and expands.
 
 mod expand;
@@ -22,4 +22,13 @@ pub fn route(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn push(attr: TokenStream, item: TokenStream) -> TokenStream {
     push::push(attr.into(), item.into()).into()
+}
+
+/// Declares a struct or enum as the messages of a topic (a path, or a pattern with `*`
+/// segments).
+///
+/// See the `webmesh` crate's documentation of `topic`.
+#[proc_macro_attribute]
+pub fn topic(attr: TokenStream, item: TokenStream) -> TokenStream {
+    push::topic(attr.into(), item.into()).into()
 }

@@ -1,5 +1,6 @@
-//! `#[webmesh::push("/path")]`: declares a type as the message a server pushes on a path, so that
-//! server and client agree on it at compile time. Parse, validate, expand in one small file.
+//! `#[webmesh::push("/path")]` and `#[webmesh::topic("/path")]`: declare a type as the message a
+//! server pushes on a path, or the messages of a topic, so that server and client agree on it at
+//! compile time. Parse, validate, expand in one small file.
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -8,7 +9,31 @@ use syn::spanned::Spanned;
 use crate::parse::RouteAttr;
 use crate::validate::{check_path, Errors};
 
+/// What is declared: the runtime trait implemented, and how its path is named in messages.
+#[derive(Clone, Copy)]
+pub(crate) enum Declared {
+    Push,
+    Topic,
+}
+
+impl Declared {
+    fn attribute(self) -> &'static str {
+        match self {
+            Declared::Push => "#[webmesh::push]",
+            Declared::Topic => "#[webmesh::topic]",
+        }
+    }
+}
+
 pub(crate) fn push(attr: TokenStream, item: TokenStream) -> TokenStream {
+    declare(attr, item, Declared::Push)
+}
+
+pub(crate) fn topic(attr: TokenStream, item: TokenStream) -> TokenStream {
+    declare(attr, item, Declared::Topic)
+}
+
+fn declare(attr: TokenStream, item: TokenStream, what: Declared) -> TokenStream {
     let mut errors = Errors::default();
     let attr = RouteAttr::parse(attr).unwrap_or_else(|e| {
         errors.push(e);
@@ -27,15 +52,21 @@ pub(crate) fn push(attr: TokenStream, item: TokenStream) -> TokenStream {
         syn::Item::Type(t) => {
             errors.push(syn::Error::new(
                 t.type_token.span,
-                "`#[webmesh::push]` goes on a struct or an enum, which the push impl needs to own: \
-                 instead of a type alias, write `pub struct Name(pub T);`",
+                format!(
+                    "`{}` goes on a struct or an enum, which the impl needs to own: instead of a \
+                     type alias, write `pub struct Name(pub T);`",
+                    what.attribute()
+                ),
             ));
             return with(item, errors);
         }
         other => {
             errors.push(syn::Error::new(
                 other.span(),
-                "`#[webmesh::push]` goes on a struct or an enum: the message pushed on the path",
+                format!(
+                    "`{}` goes on a struct or an enum: the message type",
+                    what.attribute()
+                ),
             ));
             return with(item, errors);
         }
@@ -46,25 +77,50 @@ pub(crate) fn push(attr: TokenStream, item: TokenStream) -> TokenStream {
     if let Some(f) = &attr.server_feature {
         errors.push(syn::Error::new_spanned(
             f,
-            "`server_feature` applies to routes; a push message is shared by both halves",
+            "`server_feature` applies to routes; a message type is shared by both halves",
         ));
     }
     check_path(&attr.path, &mut errors);
+    let value = attr.path.value();
+    match what {
+        Declared::Topic if value.split('/').any(|s| s.contains('*') && s != "*") => {
+            errors.push(syn::Error::new_spanned(
+                &attr.path,
+                "a `*` stands for one whole path segment, as in \"/prices/*\"",
+            ));
+        }
+        Declared::Push if value.contains('*') => {
+            errors.push(syn::Error::new_spanned(
+                &attr.path,
+                "a push goes to one path: patterns with `*` are for topics (`#[webmesh::topic]`)",
+            ));
+        }
+        _ => {}
+    }
     if !generics.params.is_empty() {
         errors.push(syn::Error::new_spanned(
             generics,
-            "a push message cannot be generic: the path carries one concrete type",
+            "a message type cannot be generic: the path carries one concrete type",
         ));
         return with(item, errors);
     }
     let krate = attr.krate.unwrap_or_else(|| syn::parse_quote!(::webmesh));
     let path = &attr.path;
-    let tokens = quote! {
-        #item
+    let tokens = match what {
+        Declared::Push => quote! {
+            #item
 
-        impl #krate::Push for #ident {
-            const PATH: &'static str = #path;
-        }
+            impl #krate::Push for #ident {
+                const PATH: &'static str = #path;
+            }
+        },
+        Declared::Topic => quote! {
+            #item
+
+            impl #krate::Topic for #ident {
+                const PATH: &'static str = #path;
+            }
+        },
     };
     match errors.into_inner() {
         None => tokens,

@@ -66,6 +66,16 @@ struct Inner {
     peer_certificates: Option<Vec<Vec<u8>>>,
     /// What the server's auth hook returned for this connection.
     identity: Option<Arc<dyn std::any::Any + Send + Sync>>,
+    /// Topic news that did not fit the outbound queue: sent when it has room again.
+    #[cfg(feature = "server")]
+    pending: Mutex<Pending>,
+    #[cfg(feature = "server")]
+    has_pending: AtomicBool,
+    /// Wakes the connection's driver to send the pending news.
+    #[cfg(feature = "server")]
+    pending_waker: futures_util::task::AtomicWaker,
+    #[cfg(feature = "server")]
+    hub: Arc<crate::topics::hub::Hub>,
     closing: Notify,
     close_reason: Mutex<Option<(u16, String)>>,
     closed: AtomicBool,
@@ -82,6 +92,27 @@ pub(crate) struct Accepted {
     pub(crate) server_state: Arc<States>,
     pub(crate) peer_certificates: Option<Vec<Vec<u8>>>,
     pub(crate) identity: Option<Arc<dyn std::any::Any + Send + Sync>>,
+    pub(crate) hub: Arc<crate::topics::hub::Hub>,
+}
+
+/// What [`Connection::enqueue`] did with a message.
+#[cfg(feature = "server")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Enqueue {
+    Sent,
+    /// The outbound queue is full: the peer is behind.
+    Full,
+    Closed,
+}
+
+/// Topic news waiting for room in the outbound queue.
+#[cfg(feature = "server")]
+#[derive(Default)]
+pub(crate) struct Pending {
+    /// Messages missed per topic path: how many, and the last one's sequence number.
+    pub(crate) lag: std::collections::BTreeMap<String, (u64, u64)>,
+    /// Notices for subscriptions, by subscription id.
+    pub(crate) notices: Vec<(u64, crate::topics::NoticeBody)>,
 }
 
 impl Connection {
@@ -99,6 +130,10 @@ impl Connection {
                 server_state: a.server_state,
                 peer_certificates: a.peer_certificates,
                 identity: a.identity,
+                pending: Mutex::default(),
+                has_pending: AtomicBool::new(false),
+                pending_waker: futures_util::task::AtomicWaker::new(),
+                hub: a.hub,
                 closing: Notify::new(),
                 close_reason: Mutex::new(None),
                 closed: AtomicBool::new(false),
@@ -210,6 +245,75 @@ impl Connection {
     /// As [`try_push`](Self::try_push).
     pub fn try_push_message<P: crate::Push>(&self, message: &P) -> Result<()> {
         self.try_push(P::PATH, message)
+    }
+
+    /// Hands `message` to the outbound queue without waiting.
+    #[cfg(feature = "server")]
+    pub(crate) fn enqueue(&self, message: Message) -> Enqueue {
+        match self.inner.tx.try_send(message) {
+            Ok(()) => Enqueue::Sent,
+            Err(mpsc::error::TrySendError::Full(_)) => Enqueue::Full,
+            Err(mpsc::error::TrySendError::Closed(_)) => Enqueue::Closed,
+        }
+    }
+
+    /// Notes a topic message at `path` that this connection missed (its queue was full).
+    #[cfg(feature = "server")]
+    pub(crate) fn note_lag(&self, path: &str, seq: u64) {
+        let mut p = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let (missed, upto) = p.lag.entry(path.to_owned()).or_default();
+        *missed += 1;
+        *upto = seq;
+        drop(p);
+        self.inner.has_pending.store(true, Ordering::Release);
+        self.inner.pending_waker.wake();
+    }
+
+    /// Queues a notice for subscription `id`, sent when the outbound queue has room.
+    #[cfg(feature = "server")]
+    pub(crate) fn note_notice(&self, id: u64, body: crate::topics::NoticeBody) {
+        let mut p = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.notices.push((id, body));
+        drop(p);
+        self.inner.has_pending.store(true, Ordering::Release);
+        self.inner.pending_waker.wake();
+    }
+
+    /// The topic news waiting, if any (taken); otherwise `cx` is woken when some arrives.
+    #[cfg(feature = "server")]
+    pub(crate) fn take_pending(&self, cx: &std::task::Context<'_>) -> Option<Pending> {
+        self.inner.pending_waker.register(cx.waker());
+        if !self.inner.has_pending.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        let mut p = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+        Some(std::mem::take(&mut *p))
+    }
+
+    /// The server's topics, to publish from a handler, broadcast, or push to a group.
+    #[cfg(feature = "server")]
+    pub fn topics(&self) -> crate::Topics {
+        crate::Topics {
+            hub: self.hub().clone(),
+        }
+    }
+
+    #[cfg(feature = "server")]
+    pub(crate) fn hub(&self) -> &Arc<crate::topics::hub::Hub> {
+        &self.inner.hub
+    }
+
+    /// Adds this connection to `group` (a room): `Topics::to_group` then reaches it. It leaves
+    /// every group when it ends.
+    #[cfg(feature = "server")]
+    pub fn join(&self, group: &str) {
+        self.hub().join(self, group);
+    }
+
+    /// Removes this connection from `group`.
+    #[cfg(feature = "server")]
+    pub fn leave(&self, group: &str) {
+        self.hub().leave(self, group);
     }
 
     /// Closes the connection with a normal close frame carrying `reason`. Calls in flight still

@@ -68,12 +68,14 @@ mod server;
 mod state;
 #[cfg(feature = "tls")]
 pub mod tls;
+pub mod topics;
 
 pub use webmesh_codec as codec;
 
 pub use client::{
-    BlockingClient, CallHandle, Client, ClientBuilder, ConnectionState, Protocol, Reconnect, StateWatcher,
-    DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
+    BlockingClient, BlockingSubscription, CallHandle, Client, ClientBuilder, ConnectionState, Protocol,
+    Reconnect, StateWatcher, SubscribeOptions, Subscription, DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_SUBSCRIPTION_BUFFER,
 };
 pub use codec::Framing;
 pub use conn::{Keepalive, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT};
@@ -86,13 +88,19 @@ pub use server::{
     BlockingServer, FallibleHandler, Handler, Reject, RouteStats, Server, ServerBuilder, ServerHandle,
     ServerStats, UpgradeRequest, BEARER_QUERY_PARAMETER, BEARER_SUBPROTOCOL_PREFIX, DEFAULT_ADDR,
     DEFAULT_DEADLINE, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT,
-    DEFAULT_OUTBOUND_QUEUE, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_STALLED_PEER_TIMEOUT,
+    DEFAULT_MAX_SUBSCRIPTIONS, DEFAULT_OUTBOUND_QUEUE, DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_STALLED_PEER_TIMEOUT,
 };
 pub use state::State;
+#[cfg(feature = "server")]
+pub use topics::Topics;
+pub use topics::{Event, LagPolicy, Topic};
 #[doc = include_str!("push.md")]
 pub use webmesh_macros::push;
 #[doc = include_str!("route.md")]
 pub use webmesh_macros::route;
+#[doc = include_str!("topic.md")]
+pub use webmesh_macros::topic;
 
 /// A dynamic value: any msgpack value (bin, 64-bit ints, floats, maps...), for payloads without
 /// a Rust type, like the Python callbacks' `data`. It is `rmpv::Value`.

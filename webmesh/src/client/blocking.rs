@@ -8,9 +8,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use webmesh_codec::Framing;
 
-use super::{Client, ClientBuilder};
+use super::{Client, ClientBuilder, SubscribeOptions, Subscription};
 use crate::error::{CallError, Result};
 use crate::route::Route;
+use crate::topics::{Event, Topic};
 
 /// A [`Client`] for plain blocking code: the Python `WebMeshClient` shape (`emit`, `call`,
 /// `call_async`, `close`), without its bugs: replies are matched to calls by id (v1), a call that
@@ -129,6 +130,59 @@ impl BlockingClient {
         self.runtime.block_on(self.client.emit::<R>(request))
     }
 
+    /// Subscribes to topic `T`; see [`Client::subscribe`]. The subscription is an
+    /// [`Iterator`] of events that blocks for the next one; dropping it unsubscribes.
+    ///
+    /// ```no_run
+    /// #[derive(Debug, serde::Serialize, serde::Deserialize)]
+    /// #[webmesh::topic("/orders/created")]
+    /// pub struct OrderCreated { pub id: u64 }
+    ///
+    /// let client = webmesh::BlockingClient::connect("ws://127.0.0.1:4269")?;
+    /// for event in client.subscribe::<OrderCreated>()? {
+    ///     println!("{event:?}");
+    /// }
+    /// # Ok::<(), webmesh::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::subscribe`].
+    pub fn subscribe<T: Topic>(&self) -> Result<BlockingSubscription<T>> {
+        self.subscribe_with(SubscribeOptions::default())
+    }
+
+    /// Subscribes with options; see [`Client::subscribe_with`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::subscribe_with`].
+    pub fn subscribe_with<T: Topic>(&self, options: SubscribeOptions) -> Result<BlockingSubscription<T>> {
+        let inner = self.runtime.block_on(self.client.subscribe_with::<T>(options))?;
+        Ok(BlockingSubscription {
+            inner,
+            runtime: self.runtime.clone(),
+        })
+    }
+
+    /// Publishes `message` through the server; see [`Client::publish`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::publish`].
+    pub fn publish<T: Topic>(&self, message: &T) -> Result<usize> {
+        self.runtime.block_on(self.client.publish(message))
+    }
+
+    /// Publishes `message` at a concrete path of its pattern; see [`Client::publish_at`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::publish_at`].
+    pub fn publish_at<T: Topic>(&self, path: &str, message: &T) -> Result<usize> {
+        self.runtime.block_on(self.client.publish_at(path, message))
+    }
+
     /// Calls route `R` and returns at once; `callback` gets the outcome on the client's thread.
     pub fn call_async<R: Route>(
         &self,
@@ -190,5 +244,44 @@ impl BlockingClient {
     /// Closes the connection (the Python `close()`).
     pub fn close(self) {
         self.runtime.block_on(self.client.close());
+    }
+}
+
+/// A subscription of a [`BlockingClient`]: an [`Iterator`] of [`Event`]s that blocks for the
+/// next one, and ends after [`Event::Closed`]. Dropping it unsubscribes.
+pub struct BlockingSubscription<T> {
+    inner: Subscription<T>,
+    runtime: Arc<tokio::runtime::Runtime>,
+}
+
+impl<T> fmt::Debug for BlockingSubscription<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("BlockingSubscription").field(&self.inner).finish()
+    }
+}
+
+impl<T: Topic> BlockingSubscription<T> {
+    /// The next event, waiting at most `timeout`; `None` when none came in time or the
+    /// subscription ended.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Event<T>> {
+        use futures_util::StreamExt;
+        self.runtime
+            .block_on(async { tokio::time::timeout(timeout, self.inner.next()).await })
+            .ok()
+            .flatten()
+    }
+
+    /// The path or pattern subscribed to.
+    pub fn path(&self) -> &str {
+        self.inner.path()
+    }
+}
+
+impl<T: Topic> Iterator for BlockingSubscription<T> {
+    type Item = Event<T>;
+
+    fn next(&mut self) -> Option<Event<T>> {
+        use futures_util::StreamExt;
+        self.runtime.block_on(self.inner.next())
     }
 }

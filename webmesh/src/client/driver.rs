@@ -21,6 +21,7 @@ use webmesh_codec::{code, decode_frame, Frame, FrameType, Kind};
 
 use super::builder::{Dialer, Reconnect};
 use super::legacy::{LegacyPaths, Reply};
+use super::subscriptions::Local;
 use super::{ConnectionState, Shared};
 use crate::conn::{self, Io, Keepalive, Outbox, Role, Socket};
 use crate::error::{CloseKind, Error, Result};
@@ -43,6 +44,16 @@ pub(super) enum Command {
     LegacyEmit { path: String, msg: Message },
     /// Send a message that expects no answer (v1 emit, CANCEL).
     Send(Message),
+    /// Send a `Subscribe` (`msg`) for subscription `id`; its answer goes to `waiter`, and its
+    /// messages to `local`'s buffer from then on.
+    Subscribe {
+        id: u64,
+        local: Local,
+        msg: Message,
+        waiter: Waiter,
+    },
+    /// End subscription `id`.
+    Unsubscribe { id: u64 },
     /// The caller gave up on this call (timeout, dropped future).
     Forget { id: u64, path: Option<String> },
     /// Close the connection with this code and reason.
@@ -77,6 +88,10 @@ struct Calling {
     rx: mpsc::Receiver<Command>,
     by_id: HashMap<u64, Waiter>,
     legacy: LegacyPaths,
+    /// Subscriptions, by id.
+    subs: HashMap<u64, Local>,
+    /// The server's epoch, from its last answer to a `Subscribe`.
+    epoch: Option<u64>,
     since_sweep: u32,
     /// Set once we asked to close: wait for the server's close answer.
     closing: bool,
@@ -98,6 +113,8 @@ impl Driver {
                 rx,
                 by_id: HashMap::new(),
                 legacy: LegacyPaths::default(),
+                subs: HashMap::new(),
+                epoch: None,
                 since_sweep: 0,
                 closing: false,
             },
@@ -155,6 +172,7 @@ impl Driver {
             match self.reconnect_loop(&state, policy, &mut attempt, reason).await {
                 Some(ws) => {
                     self.socket = Socket::new(ws, self.keepalive, None);
+                    self.calling.resubscribe(&mut self.socket.outbox);
                     state.send_replace(ConnectionState::Connected);
                     tracing::info!(url = %self.dialer.url, "reconnected");
                 }
@@ -169,6 +187,10 @@ impl Driver {
             kind,
             reason: reason.clone(),
         });
+        // Subscriptions live on through reconnections; they end with the connection.
+        for (_, sub) in self.calling.subs.drain() {
+            sub.buffer.close(&format!("connection closed: {reason}"));
+        }
         self.calling.rx.close();
         while let Ok(cmd) = self.calling.rx.try_recv() {
             fail_command(cmd, kind, &reason);
@@ -328,6 +350,21 @@ impl Calling {
             }
             Command::LegacyEmit { path, msg } => self.legacy.emit(path, msg, &mut out.queue),
             Command::Send(msg) => out.queue.push_back(msg),
+            Command::Subscribe {
+                id,
+                local,
+                msg,
+                waiter,
+            } => {
+                self.subs.insert(id, local);
+                self.by_id.insert(id, waiter);
+                out.queue.push_back(msg);
+            }
+            Command::Unsubscribe { id } => {
+                if self.subs.remove(&id).is_some() {
+                    self.unsubscribe(id, out);
+                }
+            }
             Command::Forget { id, path: None } => {
                 self.by_id.remove(&id);
             }
@@ -368,12 +405,49 @@ impl Calling {
             }
         };
         match frame.kind() {
-            Kind::Reply | Kind::Error => match self.by_id.remove(&frame.id()) {
-                Some(w) => {
-                    let _ = w.send(Ok(frame));
+            Kind::Reply | Kind::Error => {
+                if self.subs.contains_key(&frame.id()) {
+                    self.subscribed(&frame);
                 }
-                None => tracing::debug!(id = frame.id(), "answer to a call no longer waited for"),
-            },
+                match self.by_id.remove(&frame.id()) {
+                    Some(w) => {
+                        let _ = w.send(Ok(frame));
+                    }
+                    None => tracing::debug!(id = frame.id(), "answer to a call no longer waited for"),
+                }
+            }
+            Kind::TopicMessage => {
+                let (Some(seq), path) = (frame.seq(), frame.path()) else {
+                    return;
+                };
+                let ended: Vec<u64> = self
+                    .subs
+                    .iter_mut()
+                    .filter_map(|(id, sub)| (!sub.message(path, seq, &frame)).then_some(*id))
+                    .collect();
+                for id in ended {
+                    self.subs.remove(&id);
+                    self.unsubscribe(id, out);
+                }
+            }
+            Kind::Notice => {
+                let Ok(notice) = frame.decode::<crate::topics::NoticeBody>() else {
+                    tracing::debug!("undecodable notice: dropped");
+                    return;
+                };
+                let id = frame.id();
+                let ended: Vec<u64> = self
+                    .subs
+                    .iter_mut()
+                    .filter(|(sub_id, _)| id == 0 || **sub_id == id)
+                    .filter_map(|(sub_id, sub)| (!sub.notice(&notice)).then_some(*sub_id))
+                    .collect();
+                for sub_id in ended {
+                    self.subs.remove(&sub_id);
+                    // Also after the server's own "closed": it frees the server's count.
+                    self.unsubscribe(sub_id, out);
+                }
+            }
             Kind::Legacy => match self.legacy.reply(frame.path(), &mut out.queue) {
                 Reply::Deliver(w) => {
                     let _ = w.send(Ok(frame));
@@ -405,6 +479,46 @@ impl Calling {
         }
     }
 
+    /// The server's answer to a `Subscribe`: note its epoch; a refusal ends the subscription.
+    fn subscribed(&mut self, frame: &Frame) {
+        let id = frame.id();
+        if frame.kind() == Kind::Reply {
+            if let Ok(ack) = frame.decode::<crate::topics::Subscribed>() {
+                self.epoch = Some(ack.epoch);
+                if let Some(sub) = self.subs.get_mut(&id) {
+                    sub.acked(ack.at);
+                }
+            }
+        } else if let Some(sub) = self.subs.remove(&id) {
+            let reason = frame
+                .decode_error::<serde::de::IgnoredAny>()
+                .map(|(e, _)| format!("{}: {}", e.code, e.message))
+                .unwrap_or_else(|_| "refused by the server".into());
+            sub.buffer.close(&reason);
+        }
+    }
+
+    /// Sends the `Unsubscribe` of subscription `id`.
+    fn unsubscribe(&self, id: u64, out: &mut Outbox) {
+        if let Ok(m) = self.shared.encoder.v1_frame(Kind::Unsubscribe, id, "", &()) {
+            out.queue.push_back(conn::to_message(m));
+        }
+    }
+
+    /// After a reconnection: subscribes again, from where each subscription left off.
+    fn resubscribe(&mut self, out: &mut Outbox) {
+        for (id, sub) in &self.subs {
+            match self
+                .shared
+                .encoder
+                .v1_frame(Kind::Subscribe, *id, &sub.pattern, &sub.body(self.epoch))
+            {
+                Ok(m) => out.queue.push_back(conn::to_message(m)),
+                Err(e) => tracing::warn!(error = %e, "cannot resubscribe"),
+            }
+        }
+    }
+
     fn push(&self, frame: &Frame) {
         match self.shared.push.get(frame.path()) {
             Some(handler) => {
@@ -426,7 +540,15 @@ fn fail_command(cmd: Command, kind: CloseKind, reason: &str) {
         Command::Call { waiter, .. } | Command::LegacyCall { waiter, .. } => {
             let _ = waiter.send(Err(Error::closed(kind, reason)));
         }
-        Command::Send(_) | Command::LegacyEmit { .. } | Command::Forget { .. } | Command::Close(..) => {}
+        Command::Subscribe { waiter, local, .. } => {
+            local.buffer.close(reason);
+            let _ = waiter.send(Err(Error::closed(kind, reason)));
+        }
+        Command::Send(_)
+        | Command::LegacyEmit { .. }
+        | Command::Unsubscribe { .. }
+        | Command::Forget { .. }
+        | Command::Close(..) => {}
     }
 }
 

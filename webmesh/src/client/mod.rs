@@ -6,6 +6,7 @@ mod builder;
 mod driver;
 mod handshake;
 mod legacy;
+mod subscriptions;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -19,12 +20,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::Message;
 use webmesh_codec::{code, Frame, FrameEncoder, Framing, Kind, Limits, WireMessage};
 
-pub use blocking::{BlockingClient, CallHandle};
+pub use blocking::{BlockingClient, BlockingSubscription, CallHandle};
 pub use builder::{ClientBuilder, Protocol, Reconnect, DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT};
+pub use subscriptions::{SubscribeOptions, Subscription, DEFAULT_SUBSCRIPTION_BUFFER};
 
 use crate::conn::{self, close};
 use crate::error::{CallError, CloseKind, Error, Result};
 use crate::route::Route;
+use crate::topics::Topic;
 use builder::PushHandler;
 use driver::Command;
 
@@ -110,7 +113,7 @@ impl Shared {
 
 /// The user-facing half. The driver task ends (closing the connection) once the last clone, and
 /// with it the command channel, is gone.
-struct Handle {
+pub(crate) struct Handle {
     cmd: mpsc::Sender<Command>,
     shared: Arc<Shared>,
 }
@@ -413,6 +416,156 @@ impl Client {
         let mut state = h.shared.state.clone();
         let _ =
             tokio::time::timeout(Duration::from_secs(3), state.wait_for(ConnectionState::is_closed)).await;
+    }
+
+    /// Subscribes to topic `T`: a [`Stream`](futures_util::Stream) of its [`Event`]s, from the
+    /// messages published after the server answers. Dropping it unsubscribes.
+    ///
+    /// With [`Reconnect`] on, the subscription survives a reconnection: the client
+    /// resubscribes by itself with the last sequence numbers it saw and gets what it missed
+    /// (from the server's history), or an [`Event::Gap`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use futures_util::StreamExt;
+    ///
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// #[webmesh::topic("/orders/created")]
+    /// pub struct OrderCreated { pub id: u64 }
+    ///
+    /// # async fn run(client: webmesh::Client) -> Result<(), webmesh::Error> {
+    /// let mut orders = client.subscribe::<OrderCreated>().await?;
+    /// while let Some(event) = orders.next().await {
+    ///     match event {
+    ///         webmesh::Event::Message { value, .. } => println!("order {}", value.id),
+    ///         other => println!("{other:?}"), // lagged, gap, closed
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// # impl std::fmt::Debug for OrderCreated {
+    /// #     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str("order") }
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Remote`] when the server refuses (`forbidden` by an
+    /// [`authorize`](crate::ServerBuilder::authorize) rule, say); [`Error::Config`] on a 0.1.2
+    /// server, which has no topics; otherwise as [`call`](Self::call).
+    ///
+    /// [`Event`]: crate::Event
+    /// [`Event::Gap`]: crate::Event::Gap
+    pub async fn subscribe<T: Topic>(&self) -> Result<Subscription<T>> {
+        self.subscribe_with(SubscribeOptions::default()).await
+    }
+
+    /// Like [`subscribe`](Self::subscribe), with options: a concrete path of a pattern topic, the
+    /// buffer size, the lag policy.
+    ///
+    /// # Errors
+    ///
+    /// As [`subscribe`](Self::subscribe); [`Error::Config`] when the path is not one of the
+    /// topic's.
+    pub async fn subscribe_with<T: Topic>(&self, options: SubscribeOptions) -> Result<Subscription<T>> {
+        let path = options.path.unwrap_or_else(|| T::PATH.to_owned());
+        if !crate::topics::matches(T::PATH, &path) {
+            return Err(Error::Config(format!(
+                "{path:?} is not a path of the topic {:?}",
+                T::PATH
+            )));
+        }
+        let h = &self.inner;
+        let shared = &h.shared;
+        let id = self.topic_frame_id("subscribing")?;
+        let buffer = subscriptions::Buffer::new(options.buffer, options.on_lag);
+        let local = subscriptions::Local::new(path.clone(), options.on_lag, buffer.clone());
+        let msg = conn::to_message(
+            shared
+                .encoder
+                .v1_frame(Kind::Subscribe, id, &path, &local.body(None))?,
+        );
+        let subscription = Subscription {
+            id,
+            path,
+            buffer,
+            handle: h.clone(),
+            _topic: std::marker::PhantomData,
+        };
+        let (waiter, rx) = oneshot::channel();
+        h.cmd
+            .send(Command::Subscribe {
+                id,
+                local,
+                msg,
+                waiter,
+            })
+            .await
+            .map_err(|_| closed(shared))?;
+        // On any failure from here, dropping `subscription` unsubscribes.
+        let answer = async { rx.await.unwrap_or_else(|_| Err(closed(shared))) };
+        let frame = match self.timeout {
+            Some(after) => tokio::time::timeout(after, answer)
+                .await
+                .map_err(|_| Error::CallTimeout {
+                    path: subscription.path.clone(),
+                    after,
+                })??,
+            None => answer.await?,
+        };
+        decode_reply::<serde::de::IgnoredAny, crate::NoError>(&frame).map_err(Error::from)?;
+        Ok(subscription)
+    }
+
+    /// Publishes `message` on topic `T` through the server, which passes it on to the topic's
+    /// subscribers if a [`client_publish`](crate::ServerBuilder::client_publish) rule lets this
+    /// connection; how many connections took it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Remote`] with code `forbidden` when no rule allows it; [`Error::Config`] when the
+    /// topic is a pattern (use [`publish_at`](Self::publish_at)); otherwise as
+    /// [`call`](Self::call).
+    pub async fn publish<T: Topic>(&self, message: &T) -> Result<usize> {
+        self.publish_at(T::PATH, message).await
+    }
+
+    /// Publishes `message` at `path`, a concrete path of its topic's pattern.
+    ///
+    /// # Errors
+    ///
+    /// As [`publish`](Self::publish); [`Error::Config`] when `path` is not a concrete path of
+    /// the topic.
+    pub async fn publish_at<T: Topic>(&self, path: &str, message: &T) -> Result<usize> {
+        if !crate::topics::matches(T::PATH, path) || crate::topics::is_pattern(path) {
+            return Err(Error::Config(format!(
+                "{path:?} is not a concrete path of the topic {:?}",
+                T::PATH
+            )));
+        }
+        let shared = &self.inner.shared;
+        let id = self.topic_frame_id("publishing")?;
+        let started = Started {
+            id,
+            path: path.to_owned(),
+            msg: conn::to_message(shared.encoder.v1_frame(Kind::Publish, id, path, message)?),
+        };
+        let frame = self.finish_call(started, self.timeout).await?;
+        decode_reply::<usize, crate::NoError>(&frame).map_err(Error::from)
+    }
+
+    /// The id of a new topic frame, if the connection can carry one (`doing`: what for).
+    fn topic_frame_id(&self, doing: &str) -> Result<u64> {
+        let shared = &self.inner.shared;
+        if shared.encoder.framing() == Framing::Legacy {
+            return Err(Error::Config(format!(
+                "a webmesh 0.1.2 server has no topics: {doing} needs a v1 server"
+            )));
+        }
+        if let Some(e) = shared.closed_error() {
+            return Err(e);
+        }
+        Ok(shared.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
     fn start_emit(&self, path: &str, request: &(impl Serialize + ?Sized)) -> Result<WireMessage> {

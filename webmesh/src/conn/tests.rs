@@ -135,7 +135,7 @@ async fn a_header_that_cannot_be_read_closes_with_1002_and_others_go_on() {
         .connect_stream(served(&handle, 64 * 1024), "ws://mem/")
         .await
         .unwrap();
-    bad.send(Message::Binary(vec![0x40, 0x01, 0x00, 0xc0].into()))
+    bad.send(Message::Binary(vec![0x80, 0x01, 0x00, 0xc0].into()))
         .await
         .unwrap();
     assert_eq!(close_code(&mut bad).await, Some(1002));

@@ -105,6 +105,7 @@ async fn serve_counted(io: Io, peer: Option<SocketAddr>, id: u64, full: bool, sh
             server_state: shared.states.clone(),
             peer_certificates,
             identity,
+            hub: shared.hub.clone(),
         },
         tx,
     );
@@ -113,6 +114,7 @@ async fn serve_counted(io: Io, peer: Option<SocketAddr>, id: u64, full: bool, sh
         codec = conn.codec_name(),
         "connected"
     );
+    shared.hub.add_connection(&conn);
     if let Some(hook) = &shared.on_connect {
         run_hook("on_connect", || hook(&conn));
     }
@@ -122,6 +124,7 @@ async fn serve_counted(io: Io, peer: Option<SocketAddr>, id: u64, full: bool, sh
         .run()
         .await;
     conn.mark_closing();
+    shared.hub.remove_connection(conn.id());
     tracing::debug!("disconnected");
     if let Some(hook) = &shared.on_disconnect {
         run_hook("on_disconnect", || hook(&conn));

@@ -118,6 +118,8 @@ struct Serving {
     cancels: HashMap<u64, Arc<Cancel>>,
     /// Closing: new calls get `shutting_down` instead of a handler.
     refusing: bool,
+    /// This connection's subscriptions, by id (at most `max_subscriptions`).
+    subscriptions: std::collections::HashSet<u64>,
 }
 
 impl Driver {
@@ -136,6 +138,7 @@ impl Driver {
                 handlers: FuturesUnordered::new(),
                 cancels: HashMap::new(),
                 refusing: false,
+                subscriptions: std::collections::HashSet::new(),
             },
         }
     }
@@ -258,14 +261,26 @@ impl Driver {
 impl Role for Serving {
     fn poll_work(&mut self, cx: &mut Context<'_>, out: &mut Outbox) -> bool {
         let mut progress = false;
-        // Pushes and close requests from other tasks.
+        // Pushes, topic messages and close requests from other tasks.
+        let mut drained = false;
         while out.queue.len() < self.shared.outbound_queue {
             match self.rx.poll_recv(cx) {
                 Poll::Ready(Some(m)) => {
                     out.queue.push_back(m);
                     progress = true;
                 }
-                Poll::Ready(None) | Poll::Pending => break,
+                Poll::Ready(None) | Poll::Pending => {
+                    drained = true;
+                    break;
+                }
+            }
+        }
+        // Topic news that did not fit the queue when it happened (lags, closed subscriptions):
+        // after what was queued before it.
+        if drained && out.queue.len() < self.shared.outbound_queue {
+            if let Some(pending) = self.conn.take_pending(cx) {
+                progress = true;
+                self.queue_pending(pending, out);
             }
         }
         // Handlers that finished, or were stopped.
@@ -350,6 +365,10 @@ impl Serving {
             Kind::Call => return Some(End::Close(close::PROTOCOL, "CALL with id 0".into())),
             Kind::Notify => ReplyTo::Nothing,
             Kind::Legacy => ReplyTo::Legacy,
+            Kind::Subscribe | Kind::Unsubscribe | Kind::Publish => {
+                self.topic_frame(&frame, out);
+                return None;
+            }
             Kind::Cancel => {
                 // The caller stopped waiting: stop its handler (counted when it is dropped).
                 if let Some(cancel) = self.cancels.remove(&frame.id()) {
@@ -439,6 +458,93 @@ impl Serving {
             }
         }
         None
+    }
+
+    /// A topic frame from the client: subscribe, unsubscribe, publish.
+    fn topic_frame(&mut self, frame: &Frame, out: &mut Outbox) {
+        let (id, path) = (frame.id(), frame.path());
+        let answer = |out: &mut Outbox, code: &str, message: &str| {
+            if id != 0 {
+                queue(out, self.conn.encoder().error_plain(id, code, message));
+            }
+        };
+        match frame.kind() {
+            Kind::Subscribe => {
+                if id == 0 || path.is_empty() {
+                    return answer(out, code::BAD_REQUEST, "a subscription needs an id and a path");
+                }
+                if !super::auth::authorized(&self.shared.rules, path, &self.conn) {
+                    return answer(
+                        out,
+                        code::FORBIDDEN,
+                        &format!("not allowed to subscribe to {path}"),
+                    );
+                }
+                let body = if frame.payload_is_nil() {
+                    Ok(crate::topics::SubscribeBody::default())
+                } else {
+                    frame.decode::<crate::topics::SubscribeBody>()
+                };
+                let Ok(body) = body else {
+                    return answer(out, code::BAD_REQUEST, "malformed subscription body");
+                };
+                if !self.subscriptions.contains(&id)
+                    && self.subscriptions.len() >= self.shared.max_subscriptions
+                {
+                    let max = self.shared.max_subscriptions;
+                    return answer(
+                        out,
+                        code::BAD_REQUEST,
+                        &format!("too many subscriptions on this connection (at most {max})"),
+                    );
+                }
+                self.subscriptions.insert(id);
+                let (ack, then) = self.conn.hub().subscribe(&self.conn, id, path, body);
+                queue(out, self.conn.encoder().reply(id, "", &ack));
+                out.queue.extend(then);
+            }
+            Kind::Unsubscribe => {
+                self.subscriptions.remove(&id);
+                self.conn.hub().unsubscribe(self.conn.id(), id);
+            }
+            _ => {
+                let outcome = match self
+                    .shared
+                    .client_publish
+                    .iter()
+                    .find(|r| crate::topics::matches(&r.pattern, path))
+                {
+                    None => Err((code::FORBIDDEN, format!("clients may not publish on {path}"))),
+                    Some(rule) => (rule.publish)(frame, &self.conn),
+                };
+                match outcome {
+                    Ok(delivered) if id != 0 => queue(out, self.conn.encoder().reply(id, "", &delivered)),
+                    Ok(_) => {}
+                    Err((code, message)) => {
+                        tracing::debug!(path, code, "client publish refused: {message}");
+                        answer(out, code, &message);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Notices for news that waited: a lag notice per topic path, then per-subscription ones.
+    fn queue_pending(&self, pending: crate::connection::Pending, out: &mut Outbox) {
+        use crate::topics::{hub::notice_frame, NoticeBody};
+        for (path, (missed, upto)) in pending.lag {
+            let body = NoticeBody {
+                kind: "lag".into(),
+                path: Some(path),
+                missed: Some(missed),
+                upto: Some(upto),
+                ..NoticeBody::default()
+            };
+            out.queue.extend(notice_frame(&self.conn, 0, &body));
+        }
+        for (id, body) in pending.notices {
+            out.queue.extend(notice_frame(&self.conn, id, &body));
+        }
     }
 
     /// Counts one stopped call of the route at `path`.

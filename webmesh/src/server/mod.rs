@@ -43,6 +43,8 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_STALLED_PEER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default [`ServerBuilder::default_deadline`].
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
+/// Default [`ServerBuilder::max_subscriptions`].
+pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 1024;
 
 type ConnHook = Arc<dyn Fn(&Connection) + Send + Sync>;
 type NotFoundHook = Arc<dyn Fn(&str, &Connection) -> Option<String> + Send + Sync>;
@@ -71,8 +73,24 @@ pub(crate) struct Shared {
     pub(crate) states: Arc<States>,
     pub(crate) auth: Option<auth::AuthHook>,
     pub(crate) rules: Vec<auth::Rule>,
+    pub(crate) hub: Arc<crate::topics::hub::Hub>,
+    pub(crate) client_publish: Vec<PublishRule>,
+    pub(crate) max_subscriptions: usize,
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// Topics clients may publish on through the server, and how.
+pub(crate) struct PublishRule {
+    pub(crate) pattern: String,
+    /// Decodes the message as the topic's type, checks the predicate, publishes: how many
+    /// connections took it, or an error code and message.
+    #[allow(clippy::type_complexity)]
+    pub(crate) publish: Arc<
+        dyn Fn(&webmesh_codec::Frame, &Connection) -> std::result::Result<usize, (&'static str, String)>
+            + Send
+            + Sync,
+    >,
 }
 
 /// Configures and builds a [`Server`].
@@ -110,6 +128,9 @@ pub struct ServerBuilder {
     mounted: Vec<Routes>,
     auth: Option<auth::AuthHook>,
     rules: Vec<auth::Rule>,
+    topic_history: (usize, Duration),
+    client_publish: Vec<PublishRule>,
+    max_subscriptions: usize,
     #[cfg(feature = "tls")]
     tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     routes: Vec<(String, String, handler::ErasedHandler)>,
@@ -139,6 +160,12 @@ impl Default for ServerBuilder {
             mounted: Vec::new(),
             auth: None,
             rules: Vec::new(),
+            topic_history: (
+                crate::topics::DEFAULT_TOPIC_HISTORY,
+                crate::topics::DEFAULT_TOPIC_HISTORY_AGE,
+            ),
+            client_publish: Vec::new(),
+            max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
             #[cfg(feature = "tls")]
             tls: None,
             routes: Vec::new(),
@@ -402,6 +429,66 @@ impl ServerBuilder {
         self
     }
 
+    /// How many messages each topic path keeps for clients that resubscribe after a
+    /// reconnection, and for how long. A client that missed more, or older ones, gets a gap
+    /// notice instead. Defaults [`DEFAULT_TOPIC_HISTORY`](crate::topics::DEFAULT_TOPIC_HISTORY)
+    /// and [`DEFAULT_TOPIC_HISTORY_AGE`](crate::topics::DEFAULT_TOPIC_HISTORY_AGE); 0 keeps
+    /// nothing.
+    pub fn topic_history(mut self, messages: usize, age: Duration) -> Self {
+        self.topic_history = (messages, age);
+        self
+    }
+
+    /// How many subscriptions one connection may hold at once; past it a `Subscribe` gets the
+    /// error `bad_request`. Default [`DEFAULT_MAX_SUBSCRIPTIONS`].
+    pub fn max_subscriptions(mut self, n: usize) -> Self {
+        self.max_subscriptions = n;
+        self
+    }
+
+    /// Lets clients publish on topic `T` through the server (`Client::publish`), when `allows`
+    /// holds for the identity of their connection (what the [`auth`](Self::auth) hook returned,
+    /// if it is an `I`). The message must decode as `T`. Without such a rule, a client's publish
+    /// gets the error `forbidden`.
+    ///
+    /// ```no_run
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// #[webmesh::topic("/chat/*")]
+    /// pub struct Said { pub text: String }
+    ///
+    /// # struct User;
+    /// let builder = webmesh::Server::builder()
+    ///     .client_publish::<Said, User>(|user| user.is_some());
+    /// ```
+    pub fn client_publish<T, I>(mut self, allows: impl Fn(Option<&I>) -> bool + Send + Sync + 'static) -> Self
+    where
+        T: crate::Topic,
+        I: Send + Sync + 'static,
+    {
+        let publish = move |frame: &webmesh_codec::Frame, conn: &Connection| {
+            if !allows(conn.identity::<I>()) {
+                return Err((
+                    webmesh_codec::code::FORBIDDEN,
+                    format!("not allowed to publish on {}", frame.path()),
+                ));
+            }
+            let message: T = frame.decode().map_err(|e| {
+                (
+                    webmesh_codec::code::BAD_REQUEST,
+                    format!("bad message for {}: {e}", frame.path()),
+                )
+            })?;
+            conn.topics()
+                .publish_at(frame.path(), &message)
+                .map_err(|e| (webmesh_codec::code::BAD_REQUEST, e.to_string()))
+        };
+        self.client_publish.push(PublishRule {
+            pattern: T::PATH.to_owned(),
+            publish: Arc::new(publish),
+        });
+        self
+    }
+
     /// Runs `hook` for each new connection, before its first request is read.
     pub fn on_connect(mut self, hook: impl Fn(&Connection) + Send + Sync + 'static) -> Self {
         self.on_connect = Some(Arc::new(hook));
@@ -462,6 +549,7 @@ impl ServerBuilder {
             }
         }
         let lifecycle = Arc::new(Lifecycle::new(self.shutdown_timeout));
+        let codecs_for_hub = codecs.clone();
         let states = Arc::new(self.states);
         let shared = Arc::new(Shared {
             router,
@@ -485,6 +573,14 @@ impl ServerBuilder {
             states,
             auth: self.auth,
             rules: self.rules,
+            hub: Arc::new(crate::topics::hub::Hub::new(
+                &codecs_for_hub,
+                self.compression,
+                self.topic_history.0,
+                self.topic_history.1,
+            )),
+            client_publish: self.client_publish,
+            max_subscriptions: self.max_subscriptions,
             #[cfg(feature = "tls")]
             tls: self.tls.map(tokio_rustls::TlsAcceptor::from),
         });
@@ -574,6 +670,11 @@ impl Server {
     /// A handle to shut the server down once it runs.
     pub fn handle(&self) -> ServerHandle {
         self.handle.clone()
+    }
+
+    /// The server's topics: publish, broadcast, push to groups, from anywhere.
+    pub fn topics(&self) -> crate::Topics {
+        self.handle.topics()
     }
 
     /// The paths served.
@@ -742,6 +843,13 @@ impl ServerHandle {
         ServerStats {
             connections: self.shared.live.load(std::sync::atomic::Ordering::Relaxed),
             routes,
+        }
+    }
+
+    /// The server's topics: publish, broadcast, push to groups, from anywhere.
+    pub fn topics(&self) -> crate::Topics {
+        crate::Topics {
+            hub: self.shared.hub.clone(),
         }
     }
 
