@@ -19,7 +19,8 @@ use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{http, Message};
 
 use crate::proc_stats;
 
@@ -211,27 +212,39 @@ impl Tally {
     }
 }
 
-/// The two systems of the fan-out.
+/// The systems of the fan-out: the anchor, webmesh-rs's server with the anchor's subscribers
+/// (the server's fan-out alone), and webmesh-rs end to end (typed `Subscription` streams).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Fanout {
     Raw,
+    WebmeshServer,
     Webmesh,
 }
 
 impl Fanout {
-    pub(crate) const ALL: [Fanout; 2] = [Fanout::Raw, Fanout::Webmesh];
+    pub(crate) const ALL: [Fanout; 3] = [Fanout::Raw, Fanout::WebmeshServer, Fanout::Webmesh];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
             Fanout::Raw => "raw broadcast (tokio-tungstenite)",
-            Fanout::Webmesh => "webmesh-rs topics",
+            Fanout::WebmeshServer => "webmesh-rs server, raw subscribers",
+            Fanout::Webmesh => "webmesh-rs topics, typed client",
+        }
+    }
+
+    /// The name `--system` selects it by.
+    pub(crate) fn short(self) -> &'static str {
+        match self {
+            Fanout::Raw => "raw",
+            Fanout::WebmeshServer => "webmesh-server",
+            Fanout::Webmesh => "webmesh",
         }
     }
 
     fn server_kind(self) -> &'static str {
         match self {
             Fanout::Raw => "fanout-raw",
-            Fanout::Webmesh => "fanout-webmesh",
+            Fanout::WebmeshServer | Fanout::Webmesh => "fanout-webmesh",
         }
     }
 
@@ -239,13 +252,20 @@ impl Fanout {
     async fn subscriber(self, port: u16, tally: Arc<Tally>) -> Result<tokio::task::JoinHandle<()>, String> {
         let url = format!("ws://127.0.0.1:{port}");
         match self {
-            Fanout::Raw => {
+            Fanout::Raw | Fanout::WebmeshServer => {
                 let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
                     .await
                     .map_err(|e| e.to_string())?;
                 let _ = tcp.set_nodelay(true);
+                let mut request = url.into_client_request().map_err(|e| e.to_string())?;
+                if self == Fanout::WebmeshServer {
+                    request.headers_mut().insert(
+                        "Sec-WebSocket-Protocol",
+                        http::HeaderValue::from_static("webmesh.v1.msgpack"),
+                    );
+                }
                 let (mut ws, _) = tokio_tungstenite::client_async_with_config(
-                    &url,
+                    request,
                     tcp,
                     Some(crate::clients::raw_config()),
                 )
@@ -253,16 +273,46 @@ impl Fanout {
                 .map_err(|e| e.to_string())?;
                 let codec = webmesh::codec::AnyCodec::MSGPACK;
                 let limits = webmesh::codec::Limits::default();
+                let decode = move |b: Bytes| {
+                    webmesh::codec::decode_frame(
+                        webmesh::codec::Framing::V1,
+                        &codec,
+                        &limits,
+                        webmesh::codec::FrameType::Binary,
+                        b,
+                    )
+                };
+                if self == Fanout::WebmeshServer {
+                    // Subscribe as the client would (id 1), and wait for the answer.
+                    let enc = webmesh::codec::FrameEncoder::new(
+                        webmesh::codec::Framing::V1,
+                        webmesh::codec::AnyCodec::MSGPACK,
+                        webmesh::codec::Compression::none(),
+                    );
+                    let subscribe = enc
+                        .v1_frame(
+                            webmesh::codec::Kind::Subscribe,
+                            1,
+                            <Tick as webmesh::Topic>::PATH,
+                            &(),
+                        )
+                        .map_err(|e| e.to_string())?;
+                    ws.send(Message::Binary(Bytes::copy_from_slice(subscribe.as_bytes())))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    match ws.next().await {
+                        Some(Ok(Message::Binary(b))) => {
+                            let answer = decode(b).map_err(|e| e.to_string())?;
+                            if answer.kind() != webmesh::codec::Kind::Reply {
+                                return Err(format!("subscribe answered with {:?}", answer.kind()));
+                            }
+                        }
+                        other => return Err(format!("no answer to subscribe: {other:?}")),
+                    }
+                }
                 Ok(tokio::spawn(async move {
                     while let Some(Ok(Message::Binary(b))) = ws.next().await {
-                        let frame = webmesh::codec::decode_frame(
-                            webmesh::codec::Framing::V1,
-                            &codec,
-                            &limits,
-                            webmesh::codec::FrameType::Binary,
-                            b,
-                        );
-                        match frame.and_then(|f| f.decode::<Tick>()) {
+                        match decode(b).and_then(|f| f.decode::<Tick>()) {
                             Ok(t) => tally.delivered(&t),
                             Err(_) => {
                                 tally.lost.fetch_add(1, Ordering::Relaxed);
@@ -446,10 +496,15 @@ pub(crate) fn report(sizes: Sizes, rows: &[(Fanout, Vec<FanoutSample>)], quick: 
             median(samples, |s| s.kib_per_subscriber),
         );
     }
-    if let (Some(raw), Some((_, wm))) = (raw, rows.iter().find(|(s, _)| *s == Fanout::Webmesh)) {
-        let ratio = median(wm, |s| s.deliveries_per_sec) / raw.max(1.0);
-        let status = if ratio >= 0.5 { "met" } else { "MISSED" };
-        println!();
-        println!("- fan-out deliveries/s ÷ raw broadcast: {ratio:.2} (≥ 0.5) **{status}**");
+    for (system, label) in [
+        (Fanout::WebmeshServer, "server fan-out (same subscribers)"),
+        (Fanout::Webmesh, "end to end (typed client)"),
+    ] {
+        if let (Some(raw), Some((_, wm))) = (raw, rows.iter().find(|(s, _)| *s == system)) {
+            let ratio = median(wm, |s| s.deliveries_per_sec) / raw.max(1.0);
+            let status = if ratio >= 0.5 { "met" } else { "MISSED" };
+            println!();
+            println!("- fan-out deliveries/s ÷ raw broadcast, {label}: {ratio:.2} (≥ 0.5) **{status}**");
+        }
     }
 }

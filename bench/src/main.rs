@@ -7,7 +7,8 @@
 //! ```
 //!
 //! Options: `--runs N` (default 3), `--secs S` per run (default 1.5), `--idle N` idle connections
-//! (default 10000), `--subscribers N` of the fan-out (default 1000), `--no-python`,
+//! (default 10000), `--subscribers N` of the fan-out (default 1000), `--burst N` messages of its
+//! throughput phase (default 1000), `--no-python`,
 //! `--workload seq|1x64|16x16|large|idle|fanout` and
 //! `--system raw|webmesh|json|legacy|jsonrpsee` to run one cell (for profiling).
 //!
@@ -46,6 +47,7 @@ struct Options {
     secs: f64,
     idle: usize,
     fanout_subscribers: usize,
+    fanout_burst: u64,
     python: bool,
 }
 
@@ -58,6 +60,7 @@ fn parse_args() -> Result<Options, String> {
         secs: 1.5,
         idle: 10_000,
         fanout_subscribers: 1000,
+        fanout_burst: 1000,
         python: true,
     };
     let mut args = std::env::args().skip(1);
@@ -72,6 +75,9 @@ fn parse_args() -> Result<Options, String> {
                 o.fanout_subscribers = value("--subscribers")?
                     .parse()
                     .map_err(|e| format!("--subscribers: {e}"))?;
+            }
+            "--burst" => {
+                o.fanout_burst = value("--burst")?.parse().map_err(|e| format!("--burst: {e}"))?;
             }
             "--no-python" => o.python = false,
             "--workload" => o.workload = Some(value("--workload")?),
@@ -298,14 +304,11 @@ async fn orchestrate(o: &Options) -> Result<(), String> {
             subscribers: o.fanout_subscribers,
             paced: 200,
             every: Duration::from_millis(5),
-            burst: 1000,
+            burst: o.fanout_burst,
         }
     };
     for system in fanout::Fanout::ALL {
-        let wanted = o.system.as_ref().is_none_or(|f| match system {
-            fanout::Fanout::Raw => f == "raw",
-            fanout::Fanout::Webmesh => f == "webmesh",
-        });
+        let wanted = o.system.as_ref().is_none_or(|f| f == system.short());
         if !fanout_wanted || !wanted {
             continue;
         }

@@ -32,6 +32,21 @@ fn quick_mode_runs_every_system_and_workload() {
             "{system}: {lines:?}"
         );
     }
+    // The fan-out: each system delivers, and loses nothing.
+    for system in [
+        "raw broadcast (tokio-tungstenite)",
+        "webmesh-rs server, raw subscribers",
+        "webmesh-rs topics, typed client",
+    ] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("- {system}:")))
+            .unwrap_or_else(|| panic!("no fan-out line for {system}:\n{stdout}"));
+        assert!(
+            line.contains(" 0 lost") && !line.contains(": 0 deliveries"),
+            "{line}"
+        );
+    }
 }
 
 #[test]

@@ -66,9 +66,13 @@ struct Inner {
     peer_certificates: Option<Vec<Vec<u8>>>,
     /// What the server's auth hook returned for this connection.
     identity: Option<Arc<dyn std::any::Any + Send + Sync>>,
-    /// Topic news that did not fit the outbound queue: sent when it has room again.
+    /// Topic messages and news for the driver to send. Publishers add to it under its lock; the
+    /// driver takes all of it at once.
     #[cfg(feature = "server")]
     pending: Mutex<Pending>,
+    /// How many topic messages `pending` holds at most: past that, a publish is a lag.
+    #[cfg(feature = "server")]
+    topic_queue: usize,
     #[cfg(feature = "server")]
     has_pending: AtomicBool,
     /// Wakes the connection's driver to send the pending news.
@@ -93,9 +97,11 @@ pub(crate) struct Accepted {
     pub(crate) peer_certificates: Option<Vec<Vec<u8>>>,
     pub(crate) identity: Option<Arc<dyn std::any::Any + Send + Sync>>,
     pub(crate) hub: Arc<crate::topics::hub::Hub>,
+    /// Capacity of the connection's topic message queue.
+    pub(crate) topic_queue: usize,
 }
 
-/// What [`Connection::enqueue`] did with a message.
+/// What [`Connection::enqueue`] or [`Connection::offer_topic`] did with a message.
 #[cfg(feature = "server")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Enqueue {
@@ -105,10 +111,12 @@ pub(crate) enum Enqueue {
     Closed,
 }
 
-/// Topic news waiting for room in the outbound queue.
+/// Topic messages and news waiting for the connection's driver.
 #[cfg(feature = "server")]
 #[derive(Default)]
 pub(crate) struct Pending {
+    /// Topic messages, in publish order.
+    pub(crate) messages: std::collections::VecDeque<Message>,
     /// Messages missed per topic path: how many, and the last one's sequence number.
     pub(crate) lag: std::collections::BTreeMap<String, (u64, u64)>,
     /// Notices for subscriptions, by subscription id.
@@ -131,6 +139,7 @@ impl Connection {
                 peer_certificates: a.peer_certificates,
                 identity: a.identity,
                 pending: Mutex::default(),
+                topic_queue: a.topic_queue.max(1),
                 has_pending: AtomicBool::new(false),
                 pending_waker: futures_util::task::AtomicWaker::new(),
                 hub: a.hub,
@@ -257,37 +266,72 @@ impl Connection {
         }
     }
 
-    /// Notes a topic message at `path` that this connection missed (its queue was full).
+    /// Hands topic message `seq` at `path` to the connection without waiting. When its topic
+    /// queue is full the message is dropped and counted, for a lag notice.
     #[cfg(feature = "server")]
-    pub(crate) fn note_lag(&self, path: &str, seq: u64) {
+    pub(crate) fn offer_topic(&self, message: &Message, path: &str, seq: u64) -> Enqueue {
+        if self.inner.tx.is_closed() {
+            return Enqueue::Closed;
+        }
         let mut p = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let (missed, upto) = p.lag.entry(path.to_owned()).or_default();
-        *missed += 1;
-        *upto = seq;
+        let taken = if p.messages.len() < self.inner.topic_queue {
+            p.messages.push_back(message.clone());
+            Enqueue::Sent
+        } else {
+            match p.lag.get_mut(path) {
+                Some((missed, upto)) => {
+                    *missed += 1;
+                    *upto = seq;
+                }
+                None => {
+                    p.lag.insert(path.to_owned(), (1, seq));
+                }
+            }
+            Enqueue::Full
+        };
         drop(p);
-        self.inner.has_pending.store(true, Ordering::Release);
-        self.inner.pending_waker.wake();
+        self.signal_pending();
+        taken
     }
 
-    /// Queues a notice for subscription `id`, sent when the outbound queue has room.
+    /// Queues a notice for subscription `id`, sent after the topic messages queued before it.
     #[cfg(feature = "server")]
     pub(crate) fn note_notice(&self, id: u64, body: crate::topics::NoticeBody) {
         let mut p = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
         p.notices.push((id, body));
         drop(p);
-        self.inner.has_pending.store(true, Ordering::Release);
-        self.inner.pending_waker.wake();
+        self.signal_pending();
     }
 
-    /// The topic news waiting, if any (taken); otherwise `cx` is woken when some arrives.
+    /// Tells the driver that `pending` has news: wakes it once per batch, not per message (the
+    /// first signal after the driver took the last batch wakes it).
     #[cfg(feature = "server")]
-    pub(crate) fn take_pending(&self, cx: &std::task::Context<'_>) -> Option<Pending> {
+    fn signal_pending(&self) {
+        if !self.inner.has_pending.swap(true, Ordering::AcqRel) {
+            self.inner.pending_waker.wake();
+        }
+    }
+
+    /// The topic news waiting, if any: its messages are swapped into `messages` (an empty queue
+    /// the driver keeps, so neither side reallocates), its lags and notices returned. Otherwise
+    /// `cx` is woken when some arrives.
+    #[cfg(feature = "server")]
+    pub(crate) fn take_pending(
+        &self,
+        cx: &std::task::Context<'_>,
+        messages: &mut std::collections::VecDeque<Message>,
+    ) -> Option<Pending> {
         self.inner.pending_waker.register(cx.waker());
         if !self.inner.has_pending.swap(false, Ordering::AcqRel) {
             return None;
         }
         let mut p = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
-        Some(std::mem::take(&mut *p))
+        std::mem::swap(&mut p.messages, messages);
+        Some(Pending {
+            messages: std::collections::VecDeque::new(),
+            lag: std::mem::take(&mut p.lag),
+            notices: std::mem::take(&mut p.notices),
+        })
     }
 
     /// The server's topics, to publish from a handler, broadcast, or push to a group.

@@ -329,6 +329,12 @@ impl Role for Calling {
         self.on_message(frame_type, bytes, out);
         None
     }
+
+    fn idle(&mut self) {
+        for sub in self.subs.values_mut() {
+            sub.wake();
+        }
+    }
 }
 
 impl Calling {

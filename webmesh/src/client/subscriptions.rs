@@ -104,8 +104,14 @@ impl Buffer {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Wakes the reader (after a batch of [`push`](Self::push)es).
+    pub(crate) fn wake(&self) {
+        self.waker.wake();
+    }
+
     /// Adds an event; false when the subscription must end (its reader is behind, under the
-    /// close policy).
+    /// close policy). The reader is woken at once only when it ends; otherwise by
+    /// [`wake`](Self::wake), once the driver's batch of frames is done.
     pub(crate) fn push(&self, event: RawEvent) -> bool {
         let mut st = self.lock();
         if st.ended {
@@ -141,8 +147,11 @@ impl Buffer {
             }
             st.events.push_back(event);
         }
+        let ended = st.ended;
         drop(st);
-        self.waker.wake();
+        if ended {
+            self.waker.wake();
+        }
         keep
     }
 
@@ -254,6 +263,8 @@ pub(crate) struct Local {
     pub(crate) reported: BTreeMap<String, u64>,
     /// The server answered a `Subscribe` for it at least once.
     pub(crate) acked: bool,
+    /// Events were added since the reader was last woken.
+    unwoken: bool,
 }
 
 impl Local {
@@ -265,6 +276,20 @@ impl Local {
             last: BTreeMap::new(),
             reported: BTreeMap::new(),
             acked: false,
+            unwoken: false,
+        }
+    }
+
+    /// Adds `event` to the buffer; the reader is woken by [`wake`](Self::wake).
+    fn add(&mut self, event: RawEvent) -> bool {
+        self.unwoken = true;
+        self.buffer.push(event)
+    }
+
+    /// Wakes the reader if events were added since it was last woken.
+    pub(crate) fn wake(&mut self) {
+        if std::mem::take(&mut self.unwoken) {
+            self.buffer.wake();
         }
     }
 
@@ -297,15 +322,18 @@ impl Local {
         if !matches(&self.pattern, path) {
             return true;
         }
-        let last = self.last.get(path).copied();
-        if last.is_some_and(|l| seq <= l) {
-            return true;
-        }
-        self.last.insert(path.to_owned(), seq);
+        let last = match self.last.get_mut(path) {
+            Some(l) if seq <= *l => return true,
+            Some(l) => Some(std::mem::replace(l, seq)),
+            None => {
+                self.last.insert(path.to_owned(), seq);
+                None
+            }
+        };
         if let Some(l) = last {
             let from = l.max(self.reported.get(path).copied().unwrap_or(0));
             if seq > from + 1
-                && !self.buffer.push(Event::Lagged {
+                && !self.add(Event::Lagged {
                     path: path.to_owned(),
                     missed: seq - from - 1,
                 })
@@ -313,7 +341,7 @@ impl Local {
                 return false;
             }
         }
-        self.buffer.push(Event::Message {
+        self.add(Event::Message {
             path: path.to_owned(),
             seq,
             value: frame.clone(),
@@ -342,7 +370,7 @@ impl Local {
                 }
                 self.reported.insert(path.clone(), upto);
                 let missed = notice.missed.unwrap_or(upto - known).min(upto - known);
-                self.buffer.push(Event::Lagged {
+                self.add(Event::Lagged {
                     path: path.clone(),
                     missed,
                 })
@@ -357,14 +385,14 @@ impl Local {
                     let known = self.reported.entry(path.clone()).or_default();
                     *known = (*known).max(upto);
                 }
-                self.buffer.push(Event::Gap {
+                self.add(Event::Gap {
                     path: notice.path.clone(),
                     missed: notice.missed,
                     epoch_changed: notice.epoch_changed,
                 })
             }
             "closed" => {
-                self.buffer.push(Event::Closed {
+                self.add(Event::Closed {
                     reason: notice.reason.clone(),
                 });
                 false

@@ -51,6 +51,10 @@ pub(crate) trait Role {
         out: &mut Outbox,
         cx: &mut Context<'_>,
     ) -> Option<End>;
+
+    /// The loop is about to return: a batch of frames ended. The client wakes the subscription
+    /// readers it fed here, once per batch rather than once per message.
+    fn idle(&mut self) {}
 }
 
 /// A WebSocket over any stream, with its outbox and timers.
@@ -80,6 +84,12 @@ impl Socket {
 
     /// Serves until the role, the peer, the timers or the socket end it.
     pub(crate) fn poll_run(&mut self, role: &mut impl Role, cx: &mut Context<'_>) -> Poll<End> {
+        let r = self.poll_turns(role, cx);
+        role.idle();
+        r
+    }
+
+    fn poll_turns(&mut self, role: &mut impl Role, cx: &mut Context<'_>) -> Poll<End> {
         loop {
             match self.timers.poll(cx) {
                 Poll::Ready(Liveness::Ping) => self.outbox.queue.push_front(Message::Ping(Bytes::new())),

@@ -106,6 +106,7 @@ async fn serve_counted(io: Io, peer: Option<SocketAddr>, id: u64, full: bool, sh
             peer_certificates,
             identity,
             hub: shared.hub.clone(),
+            topic_queue: shared.outbound_queue,
         },
         tx,
     );

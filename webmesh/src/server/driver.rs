@@ -120,6 +120,9 @@ struct Serving {
     refusing: bool,
     /// This connection's subscriptions, by id (at most `max_subscriptions`).
     subscriptions: std::collections::HashSet<u64>,
+    /// Topic messages taken from the connection, on their way to the outbox (kept empty between
+    /// batches, for its capacity).
+    topic_batch: std::collections::VecDeque<Message>,
 }
 
 impl Driver {
@@ -139,6 +142,7 @@ impl Driver {
                 cancels: HashMap::new(),
                 refusing: false,
                 subscriptions: std::collections::HashSet::new(),
+                topic_batch: std::collections::VecDeque::new(),
             },
         }
     }
@@ -261,25 +265,22 @@ impl Driver {
 impl Role for Serving {
     fn poll_work(&mut self, cx: &mut Context<'_>, out: &mut Outbox) -> bool {
         let mut progress = false;
-        // Pushes, topic messages and close requests from other tasks.
-        let mut drained = false;
+        // Pushes and close requests from other tasks.
         while out.queue.len() < self.shared.outbound_queue {
             match self.rx.poll_recv(cx) {
                 Poll::Ready(Some(m)) => {
                     out.queue.push_back(m);
                     progress = true;
                 }
-                Poll::Ready(None) | Poll::Pending => {
-                    drained = true;
-                    break;
-                }
+                Poll::Ready(None) | Poll::Pending => break,
             }
         }
-        // Topic news that did not fit the queue when it happened (lags, closed subscriptions):
-        // after what was queued before it.
-        if drained && out.queue.len() < self.shared.outbound_queue {
-            if let Some(pending) = self.conn.take_pending(cx) {
+        // Topic messages, all that wait, then the news of what did not fit (lags, closed
+        // subscriptions): it happened after them.
+        if out.queue.len() < self.shared.outbound_queue {
+            if let Some(pending) = self.conn.take_pending(cx, &mut self.topic_batch) {
                 progress = true;
+                out.queue.extend(self.topic_batch.drain(..));
                 self.queue_pending(pending, out);
             }
         }

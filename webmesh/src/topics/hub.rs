@@ -27,8 +27,8 @@ pub const DEFAULT_TOPIC_HISTORY: usize = 1024;
 /// Default age past which a kept message is dropped from the history.
 pub const DEFAULT_TOPIC_HISTORY_AGE: Duration = Duration::from_secs(60);
 
-/// A message encoded once per codec the server speaks.
-type Frames = Arc<Vec<(&'static str, Message)>>;
+/// A message encoded once per codec the server speaks, in the order of `Hub::encoders`.
+type Frames = Arc<Vec<Message>>;
 
 /// The server's topics and connections: publish, broadcast, groups. Cheap to clone; get it from
 /// `ServerHandle::topics`, `Server::topics` or, in a handler, `Connection::topics`.
@@ -70,16 +70,23 @@ pub(crate) struct Hub {
     state: Mutex<State>,
 }
 
+/// A subscription's key: its connection's id, then its id on that connection. Kept in ordered
+/// maps, so one connection's subscriptions are next to each other and a publish reaches each
+/// connection once without a set to remember which it reached.
+type Key = (u64, u64);
+
 #[derive(Default)]
 struct State {
     logs: HashMap<String, Log>,
-    subs: HashMap<(u64, u64), Sub>,
     /// Subscriptions to one path, by path.
-    exact: HashMap<String, HashSet<(u64, u64)>>,
+    exact: HashMap<String, BTreeMap<Key, Sub>>,
     /// Subscriptions to a pattern.
-    patterns: HashSet<(u64, u64)>,
-    /// Every v1 connection, for broadcast and groups.
-    conns: HashMap<u64, Connection>,
+    patterns: BTreeMap<Key, Sub>,
+    /// Where each subscription is: its pattern (or path).
+    subs: HashMap<Key, String>,
+    /// Every v1 connection, and the index of its codec in `Hub::encoders`, for broadcast and
+    /// groups.
+    conns: HashMap<u64, (Connection, usize)>,
     groups: HashMap<String, HashSet<u64>>,
 }
 
@@ -98,6 +105,8 @@ struct Kept {
 
 struct Sub {
     conn: Connection,
+    /// Index of the connection's codec in `Hub::encoders`.
+    codec: usize,
     pattern: String,
     close_on_lag: bool,
 }
@@ -129,14 +138,24 @@ impl Hub {
     fn frames(&self, f: impl Fn(&FrameEncoder) -> webmesh_codec::Result<WireMessage>) -> Result<Frames> {
         let mut out = Vec::with_capacity(self.encoders.len());
         for enc in &self.encoders {
-            out.push((enc.codec().name(), to_message(f(enc)?)));
+            out.push(to_message(f(enc)?));
         }
         Ok(Arc::new(out))
     }
 
+    /// The index of `conn`'s codec in `encoders` (found by name once, not per message).
+    fn codec_of(&self, conn: &Connection) -> usize {
+        let name = conn.codec_name();
+        self.encoders
+            .iter()
+            .position(|e| e.codec().name() == name)
+            .unwrap_or(0)
+    }
+
     pub(crate) fn add_connection(&self, conn: &Connection) {
         if conn.framing() == Framing::V1 {
-            self.state().conns.insert(conn.id(), conn.clone());
+            let codec = self.codec_of(conn);
+            self.state().conns.insert(conn.id(), (conn.clone(), codec));
         }
     }
 
@@ -144,7 +163,7 @@ impl Hub {
     pub(crate) fn remove_connection(&self, id: u64) {
         let mut st = self.state();
         st.conns.remove(&id);
-        let keys: Vec<(u64, u64)> = st.subs.keys().filter(|(c, _)| *c == id).copied().collect();
+        let keys: Vec<Key> = st.subs.keys().filter(|(c, _)| *c == id).copied().collect();
         for key in keys {
             st.remove_sub(key);
         }
@@ -163,7 +182,7 @@ impl Hub {
         pattern: &str,
         body: SubscribeBody,
     ) -> (Subscribed, Vec<Message>) {
-        let codec = conn.codec_name();
+        let codec = self.codec_of(conn);
         let mut st = self.state();
         let mut then = Vec::new();
         let mut ack = Subscribed {
@@ -183,18 +202,17 @@ impl Hub {
         }
         let key = (conn.id(), id);
         st.remove_sub(key);
-        st.subs.insert(
-            key,
-            Sub {
-                conn: conn.clone(),
-                pattern: pattern.to_owned(),
-                close_on_lag: body.on_lag.as_deref() == Some("close"),
-            },
-        );
+        st.subs.insert(key, pattern.to_owned());
+        let sub = Sub {
+            conn: conn.clone(),
+            codec,
+            pattern: pattern.to_owned(),
+            close_on_lag: body.on_lag.as_deref() == Some("close"),
+        };
         if is_pattern(pattern) {
-            st.patterns.insert(key);
+            st.patterns.insert(key, sub);
         } else {
-            st.exact.entry(pattern.to_owned()).or_default().insert(key);
+            st.exact.entry(pattern.to_owned()).or_default().insert(key, sub);
         }
         (ack, then)
     }
@@ -211,7 +229,7 @@ impl Hub {
         id: u64,
         pattern: &str,
         since: &Since,
-        codec: &str,
+        codec: usize,
         then: &mut Vec<Message>,
     ) {
         let notice = |body: NoticeBody| notice_frame(conn, id, &body);
@@ -246,9 +264,7 @@ impl Hub {
                 }));
             }
             for kept in log.history.iter().filter(|k| k.seq > last) {
-                if let Some((_, m)) = kept.frames.iter().find(|(c, _)| *c == codec) {
-                    then.push(m.clone());
-                }
+                then.extend(kept.frames.get(codec).cloned());
             }
         }
     }
@@ -268,42 +284,48 @@ impl Hub {
         let mut st = self.state();
         let seq = st.logs.get(path).map_or(0, |l| l.seq) + 1;
         let frames = self.frames(|enc| enc.topic_message(seq, path, value))?;
-        let log = st.logs.entry(path.to_owned()).or_default();
-        log.seq = seq;
-        if self.history > 0 {
-            log.history.push_back(Kept {
-                seq,
-                at: Instant::now(),
-                frames: frames.clone(),
-            });
-            while log.history.len() > self.history {
-                log.history.pop_front();
+        if !st.logs.contains_key(path) {
+            st.logs.insert(path.to_owned(), Log::default());
+        }
+        if let Some(log) = st.logs.get_mut(path) {
+            log.seq = seq;
+            if self.history > 0 {
+                log.history.push_back(Kept {
+                    seq,
+                    at: Instant::now(),
+                    frames: frames.clone(),
+                });
+                while log.history.len() > self.history {
+                    log.history.pop_front();
+                }
             }
         }
-        // Each connection once, however many of its subscriptions match.
-        let mut targets: Vec<(u64, u64)> = st.exact.get(path).into_iter().flatten().copied().collect();
-        targets.extend(
-            st.patterns
-                .iter()
-                .filter(|k| st.subs.get(k).is_some_and(|s| matches(&s.pattern, path)))
-                .copied(),
-        );
-        targets.sort_unstable();
+        // Each connection once, however many of its subscriptions match: subscriptions are in
+        // key order, so one connection's are next to each other.
+        let exact = st.exact.get(path).into_iter().flatten();
+        let targets: Box<dyn Iterator<Item = (&Key, &Sub)>> =
+            if st.patterns.values().any(|s| matches(&s.pattern, path)) {
+                let mut all: Vec<(&Key, &Sub)> = exact
+                    .chain(st.patterns.iter().filter(|(_, s)| matches(&s.pattern, path)))
+                    .collect();
+                all.sort_unstable_by_key(|(k, _)| **k);
+                Box::new(all.into_iter())
+            } else {
+                Box::new(exact)
+            };
         let mut delivered = 0;
-        let mut done: HashSet<u64> = HashSet::with_capacity(targets.len());
         let mut gone = Vec::new();
-        for key in targets {
-            let Some(sub) = st.subs.get(&key) else { continue };
-            if !done.insert(key.0) {
+        let mut last_conn = None;
+        for (key, sub) in targets {
+            if last_conn.replace(key.0) == Some(key.0) {
                 continue;
             }
-            let Some((_, frame)) = frames.iter().find(|(c, _)| *c == sub.conn.codec_name()) else {
+            let Some(frame) = frames.get(sub.codec) else {
                 continue;
             };
-            match sub.conn.enqueue(frame.clone()) {
+            match sub.conn.offer_topic(frame, path, seq) {
                 Enqueue::Sent => delivered += 1,
                 Enqueue::Full => {
-                    sub.conn.note_lag(path, seq);
                     if sub.close_on_lag {
                         sub.conn.note_notice(
                             key.1,
@@ -313,10 +335,10 @@ impl Hub {
                                 ..NoticeBody::default()
                             },
                         );
-                        gone.push(key);
+                        gone.push(*key);
                     }
                 }
-                Enqueue::Closed => gone.push(key),
+                Enqueue::Closed => gone.push(*key),
             }
         }
         for key in gone {
@@ -349,10 +371,10 @@ impl Hub {
         let st = self.state();
         let mut delivered = 0;
         for id in targets(&st) {
-            let Some(conn) = st.conns.get(&id) else { continue };
-            let Some((_, frame)) = frames.iter().find(|(c, _)| *c == conn.codec_name()) else {
+            let Some((conn, codec)) = st.conns.get(&id) else {
                 continue;
             };
+            let Some(frame) = frames.get(*codec) else { continue };
             if conn.enqueue(frame.clone()) == Enqueue::Sent {
                 delivered += 1;
             } else {
@@ -386,14 +408,14 @@ impl Hub {
 }
 
 impl State {
-    fn remove_sub(&mut self, key: (u64, u64)) {
-        if let Some(sub) = self.subs.remove(&key) {
-            if is_pattern(&sub.pattern) {
+    fn remove_sub(&mut self, key: Key) {
+        if let Some(pattern) = self.subs.remove(&key) {
+            if is_pattern(&pattern) {
                 self.patterns.remove(&key);
-            } else if let Some(set) = self.exact.get_mut(&sub.pattern) {
+            } else if let Some(set) = self.exact.get_mut(&pattern) {
                 set.remove(&key);
                 if set.is_empty() {
-                    self.exact.remove(&sub.pattern);
+                    self.exact.remove(&pattern);
                 }
             }
         }

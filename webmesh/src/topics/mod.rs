@@ -43,6 +43,9 @@ pub(crate) fn is_pattern(path: &str) -> bool {
 /// True when the concrete `path` matches `pattern`, segment by segment; `*` matches any one
 /// segment.
 pub(crate) fn matches(pattern: &str, path: &str) -> bool {
+    if pattern == path {
+        return true;
+    }
     let mut p = pattern.split('/');
     let mut c = path.split('/');
     loop {
