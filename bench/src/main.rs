@@ -8,7 +8,8 @@
 //!
 //! Options: `--runs N` (default 3), `--secs S` per run (default 1.5), `--idle N` idle connections
 //! (default 10000), `--subscribers N` of the fan-out (default 1000), `--burst N` messages of its
-//! throughput phase (default 1000), `--no-python`,
+//! throughput phase (default 1000), `--large logs|numbers` (the large payload: compressible log
+//! records, the default, or pseudo-random numbers), `--no-python`,
 //! `--workload seq|1x64|16x16|large|idle|fanout` and
 //! `--system raw|webmesh|json|legacy|jsonrpsee` to run one cell (for profiling).
 //!
@@ -48,6 +49,7 @@ struct Options {
     idle: usize,
     fanout_subscribers: usize,
     fanout_burst: u64,
+    large_numbers: bool,
     python: bool,
 }
 
@@ -61,6 +63,7 @@ fn parse_args() -> Result<Options, String> {
         idle: 10_000,
         fanout_subscribers: 1000,
         fanout_burst: 1000,
+        large_numbers: false,
         python: true,
     };
     let mut args = std::env::args().skip(1);
@@ -78,6 +81,13 @@ fn parse_args() -> Result<Options, String> {
             }
             "--burst" => {
                 o.fanout_burst = value("--burst")?.parse().map_err(|e| format!("--burst: {e}"))?;
+            }
+            "--large" => {
+                o.large_numbers = match value("--large")?.as_str() {
+                    "logs" => false,
+                    "numbers" => true,
+                    other => return Err(format!("--large: logs or numbers, not {other:?}")),
+                };
             }
             "--no-python" => o.python = false,
             "--workload" => o.workload = Some(value("--workload")?),
@@ -228,7 +238,7 @@ fn rust_server(kind: &str) -> Result<ServerProcess, String> {
 
 async fn orchestrate(o: &Options) -> Result<(), String> {
     let small = payload::small();
-    let large = payload::large();
+    let large = payload::large(o.large_numbers);
     let raw = RawPayloads {
         small: rmp_serde::to_vec_named(&small).map_err(|e| e.to_string())?.into(),
         large: rmp_serde::to_vec_named(&large).map_err(|e| e.to_string())?.into(),
@@ -256,9 +266,9 @@ async fn orchestrate(o: &Options) -> Result<(), String> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "Small payload: {{id: u64, name: 16 chars, values: 8 × u32}} ({} bytes of msgpack). Large payload: {} log records ({} bytes of msgpack).",
+        "Small payload: {{id: u64, name: 16 chars, values: 8 × u32}} ({} bytes of msgpack). Large payload: {} ({} bytes of msgpack).",
         inputs.raw.small.len(),
-        inputs.large.len(),
+        inputs.large.describe(),
         large_bytes
     );
     let mut tables = Vec::new();

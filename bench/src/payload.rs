@@ -30,11 +30,42 @@ pub(crate) struct LogLine {
     pub(crate) tags: Vec<String>,
 }
 
-/// The large payload: about 64 KiB of msgpack, log lines whose services, levels and message
-/// shapes repeat (compressible like real logs, not like zeros).
-pub(crate) type Large = Vec<LogLine>;
+/// The large payload, about 64 KiB of msgpack: log records whose services, levels and message
+/// shapes repeat (compressible like real logs, not like zeros), or, with `--large numbers`,
+/// 13,098 pseudo-random `u32` values (zlib saves only ~10 % of them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Large {
+    pub(crate) logs: Vec<LogLine>,
+    pub(crate) values: Vec<u32>,
+}
 
-pub(crate) fn large() -> Large {
+impl Large {
+    /// What it holds, for the header of the report.
+    pub(crate) fn describe(&self) -> String {
+        if self.values.is_empty() {
+            format!("{} log records", self.logs.len())
+        } else {
+            format!("{} pseudo-random u32 values", self.values.len())
+        }
+    }
+}
+
+pub(crate) fn large(numbers: bool) -> Large {
+    if numbers {
+        let mut x: u32 = 0x9e37_79b9;
+        let values = (0..13_098)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x
+            })
+            .collect();
+        return Large {
+            logs: Vec::new(),
+            values,
+        };
+    }
     let services = ["api-gateway", "billing", "auth", "search", "inventory"];
     let levels = ["INFO", "INFO", "INFO", "WARN", "DEBUG", "ERROR"];
     let mut out = Vec::new();
@@ -59,7 +90,10 @@ pub(crate) fn large() -> Large {
         out.push(line);
         i += 1;
     }
-    out
+    Large {
+        logs: out,
+        values: Vec::new(),
+    }
 }
 
 /// Echoes the small payload.

@@ -54,12 +54,24 @@ impl Default for Limits {
 pub const DEFAULT_COMPRESSION_MIN_SIZE: usize = 1024;
 /// Default [`Compression::level`]: 1, zlib's fastest level.
 pub const DEFAULT_COMPRESSION_LEVEL: u32 = 1;
+/// Default [`Compression::min_saving`]: a large payload is deflated only if a sample of it
+/// shrinks by at least 25 %.
+pub const DEFAULT_COMPRESSION_MIN_SAVING: u8 = 25;
+/// Payloads from this size up are tried on a sample before they are deflated whole (see
+/// [`Compression::min_saving`]).
+pub const COMPRESSION_SAMPLE_FROM: usize = 8 * 1024;
+/// The size of that sample, taken from the middle of the payload.
+pub const COMPRESSION_SAMPLE: usize = 2 * 1024;
 
 /// When and how hard to compress outgoing frames.
 ///
 /// In v1 frames compression is decided per message: a payload of at least
 /// [`min_size`](Self::min_size) bytes is deflated, and sent deflated only if that made it
-/// smaller (a flag in the frame header says so). Legacy msgpack frames are always deflated, as
+/// smaller (a flag in the frame header says so). A payload of [`COMPRESSION_SAMPLE_FROM`] bytes
+/// or more is first deflated on a [`COMPRESSION_SAMPLE`]-byte sample: if that saves less than
+/// [`min_saving`](Self::min_saving) percent (numbers, already compressed or random bytes), the
+/// payload goes uncompressed and the rest is never deflated, so compression costs CPU only where
+/// it pays. Legacy msgpack frames are always deflated, as
 /// 0.1.2 expects, unless [`legacy_zlib`](Self::legacy_zlib) is off.
 ///
 /// # Examples
@@ -81,6 +93,10 @@ pub struct Compression {
     /// Deflate legacy msgpack frames (0.1.2's default `MessagePackSerializer(compressor=zlib)`).
     /// Turn off only for a peer built with `compressor=None`. Default `true`.
     pub legacy_zlib: bool,
+    /// Least saving, in percent, that makes deflating a large v1 payload worth its CPU, judged on
+    /// a sample (see above). 0 deflates whatever shrinks. Default
+    /// [`DEFAULT_COMPRESSION_MIN_SAVING`].
+    pub min_saving: u8,
 }
 
 impl Compression {
@@ -112,6 +128,13 @@ impl Compression {
         self.legacy_zlib = on;
         self
     }
+
+    /// Sets [`min_saving`](Self::min_saving), in percent (at most 100).
+    #[must_use]
+    pub fn min_saving(mut self, percent: u8) -> Self {
+        self.min_saving = percent.min(100);
+        self
+    }
 }
 
 impl Default for Compression {
@@ -120,6 +143,7 @@ impl Default for Compression {
             level: DEFAULT_COMPRESSION_LEVEL,
             min_size: DEFAULT_COMPRESSION_MIN_SIZE,
             legacy_zlib: true,
+            min_saving: DEFAULT_COMPRESSION_MIN_SAVING,
         }
     }
 }

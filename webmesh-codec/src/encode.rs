@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use serde::Serialize;
 
 use crate::codec::AnyCodec;
-use crate::config::Compression;
+use crate::config::{Compression, COMPRESSION_SAMPLE, COMPRESSION_SAMPLE_FROM};
 use crate::error::{Error, Result};
 use crate::frame::{Framing, Kind, FLAG_COMPRESSED, FLAG_DEADLINE, FLAG_SEQ};
 use crate::legacy::LegacyMap;
@@ -325,7 +325,7 @@ impl FrameEncoder {
         let bits = kind
             .to_bits()
             .ok_or_else(|| Error::encode(format!("{kind:?} has no v1 encoding")))?;
-        with_scratch(|payload, _| {
+        with_scratch(|payload, sample| {
             write_payload(payload)?;
             let mut out = Vec::with_capacity(32 + path.len() + payload.len().min(self.compression.min_size));
             out.push(bits);
@@ -340,7 +340,7 @@ impl FrameEncoder {
             }
             write_varint(&mut out, path.len() as u64);
             out.extend_from_slice(path.as_bytes());
-            if payload.len() >= self.compression.min_size {
+            if payload.len() >= self.compression.min_size && self.worth_deflating(payload, sample)? {
                 let header_len = out.len();
                 zlib::compress_into(payload, self.compression.level, &mut out)?;
                 if out.len() - header_len < payload.len() {
@@ -352,6 +352,20 @@ impl FrameEncoder {
             out.extend_from_slice(payload);
             Ok(WireMessage::Binary(out))
         })
+    }
+
+    /// Whether deflating `payload` is likely to save at least `min_saving` percent: always for
+    /// small payloads, otherwise judged on a sample from its middle (deflated into `scratch`).
+    fn worth_deflating(&self, payload: &[u8], scratch: &mut Vec<u8>) -> Result<bool> {
+        let min_saving = usize::from(self.compression.min_saving);
+        if min_saving == 0 || payload.len() < COMPRESSION_SAMPLE_FROM {
+            return Ok(true);
+        }
+        let from = payload.len() / 2 - COMPRESSION_SAMPLE / 2;
+        let sample = &payload[from..from + COMPRESSION_SAMPLE];
+        scratch.clear();
+        zlib::compress_into(sample, self.compression.level, scratch)?;
+        Ok(scratch.len() * 100 <= COMPRESSION_SAMPLE * (100 - min_saving))
     }
 
     /// The legacy map.
