@@ -484,7 +484,7 @@ pub(crate) fn report(sizes: Sizes, rows: &[(Fanout, Vec<FanoutSample>)], quick: 
         let rate = median(samples, |s| s.deliveries_per_sec);
         let ratio = raw
             .filter(|r| *r > 0.0)
-            .map_or("-".into(), |r| format!("{:.2}", rate / r));
+            .map_or_else(|| "-".into(), |r| format!("{:.2}", rate / r));
         println!(
             "| {} | {:.0} | {ratio} | {:.0} | {:.0} | {} | {:.2} | {:.1} |",
             system.name(),

@@ -109,7 +109,7 @@ impl LoadReport {
         println!("- answered and matched: {}", self.ok);
         println!("- lost (no answer): {}", self.lost);
         println!("- mismatched (another call's answer): {}", self.mismatched);
-        let mib = |k: Option<u64>| k.map_or("-".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+        let mib = |k: Option<u64>| k.map_or_else(|| "-".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
         println!("- server peak RSS: {}", mib(self.server_peak_kib));
         println!("- client peak RSS: {}", mib(self.client_peak_kib));
     }

@@ -130,7 +130,7 @@ pub(crate) fn targets(tables: &[(Workload, Vec<Row>)], large_bytes: usize) {
             Some(_) => "MISSED",
             None => "n/a",
         };
-        let shown = value.map_or("-".into(), |v| format!("{v:.2}"));
+        let shown = value.map_or_else(|| "-".into(), |v| format!("{v:.2}"));
         println!(
             "- {what}: {shown} ({} {goal}) **{status}**",
             if at_least { "≥" } else { "≤" }

@@ -51,8 +51,10 @@ pub async fn take(
     db.queries.fetch_add(1, Ordering::Relaxed);
     let left = {
         let mut items = db.items.write().unwrap();
-        let stock = items.get_mut(&item).ok_or(format!("no {item}"))?;
-        *stock = stock.checked_sub(n).ok_or(format!("only {stock} {item}"))?;
+        let stock = items.get_mut(&item).ok_or_else(|| format!("no {item}"))?;
+        *stock = stock
+            .checked_sub(n)
+            .ok_or_else(|| format!("only {stock} {item}"))?;
         *stock
     };
     if left <= limits.low {
@@ -84,7 +86,7 @@ async fn routes_and_closures_take_server_state() {
             "/state/stock",
             |item: String, db: State<Inventory>, call: CallContext| async move {
                 let n = db.items.read().unwrap().get(&item).copied();
-                n.ok_or(format!("{}: no {item}", call.path()))
+                n.ok_or_else(|| format!("{}: no {item}", call.path()))
             },
         )
         .build()

@@ -427,7 +427,7 @@ fn main() {
                 r.median_ns / anchor,
                 fresh / r.median_ns,
                 fresh_rs / r.median_ns,
-                python.map_or("-".into(), |p| format!("{:.2}", p / r.median_ns)),
+                python.map_or_else(|| "-".into(), |p| format!("{:.2}", p / r.median_ns)),
             );
         }
     }

@@ -368,7 +368,7 @@ pub fn peek_v1_header(bytes: &[u8]) -> Option<(Kind, u64)> {
 pub(crate) fn read_varint(buf: &[u8], at: &mut usize, what: &'static str) -> Result<u64> {
     let mut value: u64 = 0;
     for i in 0..10 {
-        let b = *buf.get(*at).ok_or(Error::TruncatedHeader(what))?;
+        let b = *buf.get(*at).ok_or_else(|| Error::TruncatedHeader(what))?;
         *at += 1;
         let bits = u64::from(b & 0x7f);
         if i == 9 && b > 1 {
@@ -383,7 +383,7 @@ pub(crate) fn read_varint(buf: &[u8], at: &mut usize, what: &'static str) -> Res
 }
 
 fn decode_v1(codec: &AnyCodec, limits: &Limits, bytes: Bytes) -> Result<Frame> {
-    let header = *bytes.first().ok_or(Error::TruncatedHeader("kind"))?;
+    let header = *bytes.first().ok_or_else(|| Error::TruncatedHeader("kind"))?;
     let flags = header & 0xf0;
     if flags & !(FLAG_COMPRESSED | FLAG_DEADLINE | FLAG_SEQ) != 0 {
         return Err(Error::ReservedFlags(flags));
@@ -405,7 +405,7 @@ fn decode_v1(codec: &AnyCodec, limits: &Limits, bytes: Bytes) -> Result<Frame> {
         .ok()
         .and_then(|n| at.checked_add(n))
         .filter(|&end| end <= bytes.len())
-        .ok_or(Error::TruncatedHeader("path"))?;
+        .ok_or_else(|| Error::TruncatedHeader("path"))?;
     std::str::from_utf8(&bytes[at..path_end]).map_err(|_| Error::PathNotUtf8)?;
     let path = PathRepr::Range(at..path_end);
     let compressed = flags & FLAG_COMPRESSED != 0;

@@ -119,7 +119,7 @@ pub async fn take(
         let qty = items
             .get_mut(&line.sku)
             .ok_or_else(|| StockError::Unknown(line.sku.clone()))?;
-        *qty = qty.checked_sub(line.qty).ok_or(StockError::Short {
+        *qty = qty.checked_sub(line.qty).ok_or_else(|| StockError::Short {
             sku: line.sku.clone(),
             left: *qty,
         })?;
