@@ -33,10 +33,12 @@ pub(crate) enum System {
     WebmeshTls,
     /// jsonrpsee WebSocket server and its `#[rpc(client)]` stub.
     Jsonrpsee,
+    /// tarpc over TCP with bincode (its serde transport) and its generated client.
+    Tarpc,
 }
 
 impl System {
-    pub(crate) const ALL: [System; 7] = [
+    pub(crate) const ALL: [System; 8] = [
         System::Raw,
         System::RawSplit,
         System::Webmesh,
@@ -44,6 +46,7 @@ impl System {
         System::WebmeshJson,
         System::WebmeshLegacy,
         System::Jsonrpsee,
+        System::Tarpc,
     ];
 
     /// A short name for `--system`.
@@ -56,6 +59,7 @@ impl System {
             System::WebmeshLegacy => "legacy",
             System::WebmeshTls => "wss",
             System::Jsonrpsee => "jsonrpsee",
+            System::Tarpc => "tarpc",
         }
     }
 
@@ -68,6 +72,7 @@ impl System {
             System::WebmeshLegacy => "webmesh-rs (0.1.2 legacy)",
             System::WebmeshTls => "webmesh-rs (msgpack, v1, wss)",
             System::Jsonrpsee => "jsonrpsee",
+            System::Tarpc => "tarpc (bincode, TCP)",
         }
     }
 
@@ -79,6 +84,7 @@ impl System {
             System::Webmesh | System::WebmeshJson | System::WebmeshLegacy => "webmesh",
             System::WebmeshTls => "webmesh-tls",
             System::Jsonrpsee => "jsonrpsee",
+            System::Tarpc => "tarpc",
         }
     }
 }
@@ -119,7 +125,30 @@ pub(crate) fn wire_bytes<T: serde::Serialize>(system: System, payload: &T, raw: 
             let resp = serde_json::json!({"jsonrpc": "2.0", "id": 1, "result": payload});
             both(req.to_string().len(), resp.to_string().len())
         }
+        System::Tarpc => tarpc_wire_bytes(payload),
     }
+}
+
+/// tarpc's bytes for one call and its answer: bincode (the options tokio-serde uses) of the
+/// request and response envelopes around the payload, each behind a 4-byte length.
+fn tarpc_wire_bytes<T: serde::Serialize>(payload: &T) -> usize {
+    use bincode::Options;
+    let opts = bincode::DefaultOptions::new();
+    let body = opts.serialized_size(payload).unwrap_or(0) as usize;
+    // Envelope: a request carries its context (deadline, trace ids), id and method tag; a
+    // response its request id and `Ok` tag. Measured on an empty body.
+    let req = tarpc::ClientMessage::Request(tarpc::Request {
+        context: tarpc::context::current(),
+        id: 1,
+        message: (),
+    });
+    let resp: tarpc::Response<()> = tarpc::Response {
+        request_id: 1,
+        message: Ok(()),
+    };
+    let req_env = opts.serialized_size(&req).unwrap_or(0) as usize + 1; // + method tag
+    let resp_env = opts.serialized_size(&resp).unwrap_or(0) as usize + 1;
+    (4 + req_env + body) + (4 + resp_env + body)
 }
 
 /// One connection of a system.
@@ -129,6 +158,7 @@ pub(crate) enum Conn {
     RawSplit(Arc<RawSplitClient>),
     Webmesh(webmesh::Client),
     Jsonrpsee(Arc<WsClient>),
+    Tarpc(crate::payload::BenchTarpcClient),
 }
 
 /// Pre-encoded payloads for the raw echo, which sends bytes and gets them back.
@@ -187,6 +217,17 @@ impl Conn {
                     .await
                     .map_err(|e| e.to_string())?,
             )),
+            System::Tarpc => {
+                let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut config = tarpc::client::Config::default();
+                config.max_in_flight_requests = 4096;
+                Conn::Tarpc(
+                    crate::payload::BenchTarpcClient::new(config, crate::servers::tarpc_transport(tcp))
+                        .spawn(),
+                )
+            }
         })
     }
 
@@ -199,6 +240,11 @@ impl Conn {
                 .map(drop)
                 .map_err(|e| e.to_string()),
             Conn::Jsonrpsee(c) => c.small(p.clone()).await.map(drop).map_err(|e| e.to_string()),
+            Conn::Tarpc(c) => c
+                .small(tarpc_context(), p.clone())
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
         }
     }
 
@@ -211,15 +257,26 @@ impl Conn {
                 .map(drop)
                 .map_err(|e| e.to_string()),
             Conn::Jsonrpsee(c) => c.large(p.clone()).await.map(drop).map_err(|e| e.to_string()),
+            Conn::Tarpc(c) => c
+                .large(tarpc_context(), p.clone())
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
         }
     }
 
     pub(crate) async fn close(self) {
         match self {
-            Conn::Raw(_) | Conn::RawSplit(_) | Conn::Jsonrpsee(_) => {}
+            Conn::Raw(_) | Conn::RawSplit(_) | Conn::Jsonrpsee(_) | Conn::Tarpc(_) => {}
             Conn::Webmesh(c) => c.close().await,
         }
     }
+}
+
+/// A tarpc call's context: its default (a 10 s deadline), as webmesh's calls have no deadline
+/// unless given one.
+fn tarpc_context() -> tarpc::context::Context {
+    tarpc::context::current()
 }
 
 /// The raw WebSocket settings: as webmesh's (4 KiB reads), with room for the large payload.

@@ -129,3 +129,24 @@ impl BenchRpcServer for RpcImpl {
         Ok(p)
     }
 }
+
+/// The same two methods for tarpc.
+#[tarpc::service]
+pub(crate) trait BenchTarpc {
+    /// Echoes the small payload.
+    async fn small(p: Small) -> Small;
+    /// Echoes the large payload.
+    async fn large(p: Large) -> Large;
+}
+
+#[derive(Clone)]
+pub(crate) struct TarpcImpl;
+
+impl BenchTarpc for TarpcImpl {
+    async fn small(self, _: tarpc::context::Context, p: Small) -> Small {
+        p
+    }
+    async fn large(self, _: tarpc::context::Context, p: Large) -> Large {
+        p
+    }
+}

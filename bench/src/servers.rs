@@ -34,6 +34,7 @@ pub(crate) fn serve(kind: &str) -> Result<(), String> {
             "webmesh" => webmesh_server(false).await,
             "webmesh-tls" => webmesh_server(true).await,
             "jsonrpsee" => jsonrpsee_server().await,
+            "tarpc" => tarpc_server().await,
             other => Err(format!("unknown server kind {other:?}")),
         }?;
         #[allow(clippy::print_stdout)]
@@ -178,5 +179,52 @@ async fn jsonrpsee_server() -> Result<u16, String> {
     let handle = server.start(RpcImpl.into_rpc());
     // The handle stops the server when dropped: keep it for the process's life.
     std::mem::forget(handle);
+    Ok(port)
+}
+
+/// A tarpc transport over `tcp`: length-delimited frames (up to the bench's message limit) of
+/// bincode, as `tarpc::serde_transport::tcp` builds it, with Nagle off as for every other system.
+pub(crate) fn tarpc_transport<Item, SinkItem>(
+    tcp: tokio::net::TcpStream,
+) -> tarpc::serde_transport::Transport<
+    tokio::net::TcpStream,
+    Item,
+    SinkItem,
+    tarpc::tokio_serde::formats::Bincode<Item, SinkItem>,
+>
+where
+    Item: for<'de> serde::Deserialize<'de>,
+    SinkItem: serde::Serialize,
+{
+    let _ = tcp.set_nodelay(true);
+    let framing = tarpc::tokio_util::codec::LengthDelimitedCodec::builder()
+        .max_frame_length(MAX_MESSAGE * 2)
+        .new_codec();
+    tarpc::serde_transport::new(
+        tarpc::tokio_util::codec::Framed::new(tcp, framing),
+        tarpc::tokio_serde::formats::Bincode::default(),
+    )
+}
+
+/// tarpc: its serde transport over TCP with bincode, every request handled in its own task (as
+/// its README's server does), no limit on in-flight requests per connection past its default.
+async fn tarpc_server() -> Result<u16, String> {
+    use crate::payload::BenchTarpc;
+    use futures_util::StreamExt;
+    use tarpc::server::{BaseChannel, Channel};
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let channel = BaseChannel::with_defaults(tarpc_transport(tcp));
+            tokio::spawn(channel.execute(crate::payload::TarpcImpl.serve()).for_each(
+                |response| async move {
+                    tokio::spawn(response);
+                },
+            ));
+        }
+    });
     Ok(port)
 }

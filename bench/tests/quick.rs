@@ -20,6 +20,7 @@ fn quick_mode_runs_every_system_and_workload() {
         "webmesh-rs (json, v1)",
         "webmesh-rs (0.1.2 legacy)",
         "jsonrpsee",
+        "tarpc (bincode, TCP)",
     ] {
         // One line per workload, each with a non-zero count.
         let lines: Vec<&str> = stdout
