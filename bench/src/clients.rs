@@ -35,10 +35,12 @@ pub(crate) enum System {
     Jsonrpsee,
     /// tarpc over TCP with bincode (its serde transport) and its generated client.
     Tarpc,
+    /// tonic (gRPC over HTTP/2, prost messages) and its generated client.
+    Tonic,
 }
 
 impl System {
-    pub(crate) const ALL: [System; 8] = [
+    pub(crate) const ALL: [System; 9] = [
         System::Raw,
         System::RawSplit,
         System::Webmesh,
@@ -47,6 +49,7 @@ impl System {
         System::WebmeshLegacy,
         System::Jsonrpsee,
         System::Tarpc,
+        System::Tonic,
     ];
 
     /// A short name for `--system`.
@@ -60,6 +63,7 @@ impl System {
             System::WebmeshTls => "wss",
             System::Jsonrpsee => "jsonrpsee",
             System::Tarpc => "tarpc",
+            System::Tonic => "tonic",
         }
     }
 
@@ -73,6 +77,7 @@ impl System {
             System::WebmeshTls => "webmesh-rs (msgpack, v1, wss)",
             System::Jsonrpsee => "jsonrpsee",
             System::Tarpc => "tarpc (bincode, TCP)",
+            System::Tonic => "tonic (gRPC, prost)",
         }
     }
 
@@ -85,6 +90,7 @@ impl System {
             System::WebmeshTls => "webmesh-tls",
             System::Jsonrpsee => "jsonrpsee",
             System::Tarpc => "tarpc",
+            System::Tonic => "tonic",
         }
     }
 }
@@ -101,7 +107,11 @@ fn ws_overhead(len: usize, from_client: bool) -> usize {
 
 /// Bytes on the wire for one call and its answer (WebSocket framing included, TCP/IP not), as
 /// each system encodes them: computed with the systems' own encoders, not sampled.
-pub(crate) fn wire_bytes<T: serde::Serialize>(system: System, payload: &T, raw: &Bytes) -> usize {
+pub(crate) fn wire_bytes<T: serde::Serialize + crate::grpc::Proto>(
+    system: System,
+    payload: &T,
+    raw: &Bytes,
+) -> usize {
     use webmesh::codec::{Compression, FrameEncoder, Framing};
     let both = |req: usize, resp: usize| req + ws_overhead(req, true) + resp + ws_overhead(resp, false);
     let wm = |framing: Framing, codec: AnyCodec| {
@@ -126,6 +136,7 @@ pub(crate) fn wire_bytes<T: serde::Serialize>(system: System, payload: &T, raw: 
             both(req.to_string().len(), resp.to_string().len())
         }
         System::Tarpc => tarpc_wire_bytes(payload),
+        System::Tonic => payload.grpc_wire_bytes(),
     }
 }
 
@@ -159,6 +170,7 @@ pub(crate) enum Conn {
     Webmesh(webmesh::Client),
     Jsonrpsee(Arc<WsClient>),
     Tarpc(crate::payload::BenchTarpcClient),
+    Tonic(crate::grpc::BenchClient<tonic::transport::Channel>),
 }
 
 /// Pre-encoded payloads for the raw echo, which sends bytes and gets them back.
@@ -228,6 +240,7 @@ impl Conn {
                         .spawn(),
                 )
             }
+            System::Tonic => Conn::Tonic(crate::grpc::connect(port).await?),
         })
     }
 
@@ -242,6 +255,13 @@ impl Conn {
             Conn::Jsonrpsee(c) => c.small(p.clone()).await.map(drop).map_err(|e| e.to_string()),
             Conn::Tarpc(c) => c
                 .small(tarpc_context(), p.clone())
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            // A clone of the client per call is tonic's documented way to make concurrent calls.
+            Conn::Tonic(c) => c
+                .clone()
+                .small(crate::grpc::PbSmall::from(p))
                 .await
                 .map(drop)
                 .map_err(|e| e.to_string()),
@@ -262,12 +282,18 @@ impl Conn {
                 .await
                 .map(drop)
                 .map_err(|e| e.to_string()),
+            Conn::Tonic(c) => c
+                .clone()
+                .large(crate::grpc::PbLarge::from(p))
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
         }
     }
 
     pub(crate) async fn close(self) {
         match self {
-            Conn::Raw(_) | Conn::RawSplit(_) | Conn::Jsonrpsee(_) | Conn::Tarpc(_) => {}
+            Conn::Raw(_) | Conn::RawSplit(_) | Conn::Jsonrpsee(_) | Conn::Tarpc(_) | Conn::Tonic(_) => {}
             Conn::Webmesh(c) => c.close().await,
         }
     }

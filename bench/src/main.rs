@@ -11,12 +11,14 @@
 //! throughput phase (default 1000), `--large logs|numbers` (the large payload: compressible log
 //! records, the default, or pseudo-random numbers), `--no-python`,
 //! `--workload seq|1x64|16x16|large|idle|fanout` and
-//! `--system raw|raw-split|webmesh|wss|json|legacy|jsonrpsee|tarpc` to run one cell (for profiling).
+//! `--system raw|raw-split|webmesh|wss|json|legacy|jsonrpsee|tarpc|tonic` to run one cell (for
+//! profiling).
 //!
 //! Systems: raw tokio-tungstenite binary echo (the transport limit), webmesh-rs with the default
 //! codec through the generated stub, webmesh-rs JSON, webmesh-rs in 0.1.2 legacy framing,
 //! jsonrpsee (WebSocket server + `#[rpc(client)]` stub), tarpc (serde transport over TCP with
-//! bincode, each request in its own task), and the Python webmesh 0.1.2 reference
+//! bincode, each request in its own task), tonic (gRPC, prost), and the Python webmesh 0.1.2
+//! reference
 //! (client and server in Python, sequential only) when `.venv` exists. Each run starts a fresh
 //! server process. Every loop is bounded by time and count. `docs/BENCHMARKS.md` has results and
 //! what bounds them.
@@ -24,6 +26,7 @@
 
 mod clients;
 mod fanout;
+mod grpc;
 mod load;
 mod payload;
 mod proc_stats;

@@ -1,5 +1,5 @@
 //! The tables: absolute figures, ratios to the raw echo and to the best peer RPC framework
-//! (jsonrpsee, tarpc), and the targets.
+//! (jsonrpsee, tarpc, tonic), and the targets.
 
 use crate::workloads::{Sample, Workload};
 
@@ -67,7 +67,7 @@ fn median_of(rows: &[Row], name_prefix: &str, w: Workload, large_bytes: usize) -
 }
 
 /// The peer RPC frameworks webmesh-rs is compared with.
-const PEERS: [&str; 2] = ["jsonrpsee", "tarpc"];
+const PEERS: [&str; 3] = ["jsonrpsee", "tarpc", "tonic"];
 
 /// The best peer's median in `w` (the highest rate, or the least memory), and its name.
 fn best_peer(rows: &[Row], w: Workload, large_bytes: usize) -> Option<(f64, &'static str)> {

@@ -35,6 +35,7 @@ pub(crate) fn serve(kind: &str) -> Result<(), String> {
             "webmesh-tls" => webmesh_server(true).await,
             "jsonrpsee" => jsonrpsee_server().await,
             "tarpc" => tarpc_server().await,
+            "tonic" => crate::grpc::server().await,
             other => Err(format!("unknown server kind {other:?}")),
         }?;
         #[allow(clippy::print_stdout)]

@@ -21,6 +21,7 @@ fn quick_mode_runs_every_system_and_workload() {
         "webmesh-rs (0.1.2 legacy)",
         "jsonrpsee",
         "tarpc (bincode, TCP)",
+        "tonic (gRPC, prost)",
     ] {
         // One line per workload, each with a non-zero count.
         let lines: Vec<&str> = stdout
