@@ -277,6 +277,17 @@ impl<'a> Expansion<'a> {
             Arg::Payload(_) => None,
         });
         let name = ident.to_string();
+        let doc = doc_text(&self.func().attrs);
+        let probe = |t: TokenStream| {
+            quote! {
+                (&#krate::__private::Probe::<<#ident::Route as #krate::Route>::#t>::new()).schema()
+            }
+        };
+        let (req, resp, err) = (
+            probe(quote!(Request)),
+            probe(quote!(Response)),
+            probe(quote!(Error)),
+        );
         quote! {
             #server_cfg
             impl #krate::Serve for #ident::Route {
@@ -304,7 +315,19 @@ impl<'a> Expansion<'a> {
 
             #server_cfg
             #krate::__private::inventory::submit! {
-                #krate::__private::RouteEntry::new::<#ident::Route>(#name, ::core::module_path!())
+                #krate::__private::RouteEntry::new::<#ident::Route>(
+                    #name,
+                    ::core::module_path!(),
+                    #doc,
+                    || {
+                        #[allow(unused_imports)]
+                        use #krate::__private::{Derived as _, NotDerived as _};
+                        // The borrow picks the trait: not needless.
+                        #[allow(clippy::needless_borrow)]
+                        let schemas = [#req, #resp, #err];
+                        schemas
+                    },
+                )
             }
         }
     }
@@ -335,4 +358,22 @@ impl ToTokens for Expansion<'_> {
         tokens.extend(self.route_impl());
         tokens.extend(self.server_half());
     }
+}
+
+/// The text of the `#[doc = ".."]` attributes (doc comments), one line each.
+pub(crate) fn doc_text(attrs: &[syn::Attribute]) -> String {
+    let mut lines = Vec::new();
+    for a in attrs.iter().filter(|a| a.path().is_ident("doc")) {
+        if let syn::Meta::NameValue(nv) = &a.meta {
+            if let syn::Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Str(s),
+                ..
+            }) = &nv.value
+            {
+                let v = s.value();
+                lines.push(v.strip_prefix(' ').map(str::to_owned).unwrap_or(v));
+            }
+        }
+    }
+    lines.join("\n")
 }

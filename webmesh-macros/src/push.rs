@@ -114,13 +114,32 @@ fn declare(attr: TokenStream, item: TokenStream, what: Declared) -> TokenStream 
                 const PATH: &'static str = #path;
             }
         },
-        Declared::Topic => quote! {
-            #item
+        Declared::Topic => {
+            let doc = crate::expand::doc_text(item_attrs(&item));
+            let name = ident.to_string();
+            quote! {
+                #item
 
-            impl #krate::Topic for #ident {
-                const PATH: &'static str = #path;
+                impl #krate::Topic for #ident {
+                    const PATH: &'static str = #path;
+                }
+
+                #krate::__private::inventory::submit! {
+                    #krate::__private::TopicEntry::new(
+                        #path,
+                        ::core::concat!(::core::module_path!(), "::", #name),
+                        #doc,
+                        || {
+                            #[allow(unused_imports)]
+                            use #krate::__private::{Derived as _, NotDerived as _};
+                            #[allow(clippy::needless_borrow)]
+                            let schema = (&#krate::__private::Probe::<#ident>::new()).schema();
+                            schema
+                        },
+                    )
+                }
             }
-        },
+        }
     };
     match errors.into_inner() {
         None => tokens,
@@ -134,4 +153,13 @@ fn declare(attr: TokenStream, item: TokenStream, what: Declared) -> TokenStream 
 fn with(item: syn::Item, errors: Errors) -> TokenStream {
     let e = errors.into_inner().map(|e| e.to_compile_error());
     quote!(#item #e)
+}
+
+/// The attributes of a struct or an enum (the only items that get this far).
+fn item_attrs(item: &syn::Item) -> &[syn::Attribute] {
+    match item {
+        syn::Item::Struct(s) => &s.attrs,
+        syn::Item::Enum(e) => &e.attrs,
+        _ => &[],
+    }
 }

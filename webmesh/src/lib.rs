@@ -60,6 +60,7 @@ mod cancel;
 mod client;
 mod conn;
 mod connection;
+mod describe;
 mod error;
 mod registry;
 mod route;
@@ -80,6 +81,7 @@ pub use client::{
 pub use codec::Framing;
 pub use conn::{Keepalive, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT};
 pub use connection::{CallContext, Connection, Extensions};
+pub use describe::{Description, RouteDescription, TopicDescription, DESCRIBE_PATH};
 pub use error::{CallError, CloseKind, Error, Result};
 pub use registry::Routes;
 pub use route::{NoError, Push, Route, Serve};
@@ -102,6 +104,11 @@ pub use webmesh_macros::route;
 #[doc = include_str!("topic.md")]
 pub use webmesh_macros::topic;
 
+/// The JSON Schema generator behind [`Description`]'s schemas: derive `schemars::JsonSchema`
+/// (this crate, with its `derive` feature, in your contract) beside serde's derives to have a
+/// type described.
+pub use schemars;
+
 /// A dynamic value: any msgpack value (bin, 64-bit ints, floats, maps...), for payloads without
 /// a Rust type, like the Python callbacks' `data`. It is `rmpv::Value`.
 pub use rmpv::Value;
@@ -110,7 +117,9 @@ pub use rmpv::Value;
 #[doc(hidden)]
 pub mod __private {
     pub use inventory;
+    pub use serde_json::Value as JsonValue;
 
+    pub use crate::describe::{Derived, NotDerived, Probe, TopicEntry};
     pub use crate::registry::RouteEntry;
     pub use crate::route::FromCall;
     pub use crate::state::StateKey;

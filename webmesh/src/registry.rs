@@ -11,6 +11,8 @@ pub struct RouteEntry {
     pub(crate) path: &'static str,
     pub(crate) name: &'static str,
     pub(crate) module: &'static str,
+    pub(crate) doc: &'static str,
+    pub(crate) schemas: fn() -> crate::describe::RouteSchemas,
     #[cfg(feature = "server")]
     pub(crate) make: fn() -> crate::server::Erased,
     #[cfg(feature = "server")]
@@ -18,12 +20,20 @@ pub struct RouteEntry {
 }
 
 impl RouteEntry {
-    /// The entry for route `R`, defined by fn `name` in `module`.
-    pub const fn new<R: Serve>(name: &'static str, module: &'static str) -> Self {
+    /// The entry for route `R`, defined by fn `name` in `module`, with its doc comment and
+    /// the schemas of its request, response and error (where they derive `JsonSchema`).
+    pub const fn new<R: Serve>(
+        name: &'static str,
+        module: &'static str,
+        doc: &'static str,
+        schemas: fn() -> [Option<serde_json::Value>; 3],
+    ) -> Self {
         RouteEntry {
             path: R::PATH,
             name,
             module,
+            doc,
+            schemas,
             #[cfg(feature = "server")]
             make: crate::server::erase_route::<R>,
             #[cfg(feature = "server")]

@@ -389,6 +389,41 @@ impl Client {
         }
     }
 
+    /// Calls `path` with an untyped request and reads the reply as `Resp` and a handler's
+    /// error as `E`: [`call_path`](Self::call_path) with the error kept as a value (for tools
+    /// that pass errors on, like the `webmesh` CLI), under its own timeout (`None`: wait
+    /// forever).
+    ///
+    /// # Errors
+    ///
+    /// As [`call`](Self::call).
+    pub fn call_path_as<Resp: DeserializeOwned, E: DeserializeOwned>(
+        &self,
+        path: &str,
+        request: &(impl Serialize + ?Sized),
+        timeout: Option<Duration>,
+    ) -> impl std::future::Future<Output = Result<Resp, CallError<E>>> + Send + 'static {
+        let budget = self.budget(timeout);
+        let sent = self.start_call(path, request, budget);
+        let client = self.clone();
+        async move {
+            let frame = client.finish_call(sent?, budget).await?;
+            decode_reply::<Resp, E>(&frame)
+        }
+    }
+
+    /// What the server serves: its routes with their doc comments and JSON Schemas, and the
+    /// topics it knows (the introspection route [`DESCRIBE_PATH`](crate::DESCRIBE_PATH)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Remote`] with code `not_found` when the server has introspection off (or is
+    /// older); a 0.1.2 server does not answer, so the call times out; otherwise as
+    /// [`call`](Self::call).
+    pub async fn describe(&self) -> Result<crate::Description> {
+        self.call_path(crate::DESCRIBE_PATH, &()).await
+    }
+
     /// Sends to `path` without waiting: the Python `emit(target, data)`.
     ///
     /// # Errors
@@ -468,13 +503,32 @@ impl Client {
     /// As [`subscribe`](Self::subscribe); [`Error::Config`] when the path is not one of the
     /// topic's.
     pub async fn subscribe_with<T: Topic>(&self, options: SubscribeOptions) -> Result<Subscription<T>> {
-        let path = options.path.unwrap_or_else(|| T::PATH.to_owned());
+        let path = options.path.clone().unwrap_or_else(|| T::PATH.to_owned());
         if !crate::topics::matches(T::PATH, &path) {
             return Err(Error::Config(format!(
                 "{path:?} is not a path of the topic {:?}",
                 T::PATH
             )));
         }
+        self.subscribe_at(path, options).await
+    }
+
+    /// Subscribes to the topic at `path` (a path, or a pattern with `*` segments) without a
+    /// Rust type for it: its messages arrive as [`Value`](crate::Value)s. For tools and
+    /// gateways; typed code uses [`subscribe`](Self::subscribe). `options.path` is ignored.
+    ///
+    /// # Errors
+    ///
+    /// As [`subscribe`](Self::subscribe).
+    pub async fn subscribe_untyped(
+        &self,
+        path: &str,
+        options: SubscribeOptions,
+    ) -> Result<Subscription<crate::Value>> {
+        self.subscribe_at(path.to_owned(), options).await
+    }
+
+    async fn subscribe_at<T>(&self, path: String, options: SubscribeOptions) -> Result<Subscription<T>> {
         let h = &self.inner;
         let shared = &h.shared;
         let id = self.topic_frame_id("subscribing")?;

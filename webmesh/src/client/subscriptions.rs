@@ -221,13 +221,22 @@ impl<T: Topic> Stream for Subscription<T> {
     }
 }
 
+/// An untyped subscription ([`Client::subscribe_untyped`](crate::Client::subscribe_untyped)).
+impl Stream for Subscription<crate::Value> {
+    type Item = Event<crate::Value>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event<crate::Value>>> {
+        self.buffer.poll_next(cx).map(|e| e.map(typed))
+    }
+}
+
 impl<T> Drop for Subscription<T> {
     fn drop(&mut self) {
         let _ = self.handle.cmd.try_send(Command::Unsubscribe { id: self.id });
     }
 }
 
-fn typed<T: Topic>(event: RawEvent) -> Event<T> {
+fn typed<T: serde::de::DeserializeOwned>(event: RawEvent) -> Event<T> {
     match event {
         Event::Message { path, seq, value } => match value.decode::<T>() {
             Ok(value) => Event::Message { path, seq, value },

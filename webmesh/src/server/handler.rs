@@ -11,6 +11,7 @@ use webmesh_codec::{code, Frame, FrameEncoder, WireMessage};
 
 use crate::cancel::Cancel;
 use crate::connection::{CallContext, Connection};
+use crate::describe::{Description, RouteDescription, DESCRIBE_PATH};
 use crate::error::Error;
 use crate::registry::{RouteEntry, Routes};
 use crate::route::{FromCall, NoError, Serve};
@@ -277,6 +278,8 @@ shapes!(A, B);
 struct Slot {
     handler: Erased,
     name: String,
+    /// Where a `#[webmesh::route]` fn's doc comment and schemas are.
+    entry: Option<&'static RouteEntry>,
     /// The server state its handler takes.
     requires: Vec<StateKey>,
     counters: Counters,
@@ -295,10 +298,24 @@ pub(crate) struct Router {
     routes: HashMap<Box<str>, Slot>,
     /// The registered entries added so far (by address: each is a static).
     entries: Vec<usize>,
+    /// What answers a path with no route (`ServerBuilder::fallback`).
+    fallback: Option<Erased>,
+    /// The introspection route, kept out of `paths`.
+    describe: Option<Erased>,
 }
 
 impl Router {
     pub(crate) fn add(&mut self, path: &str, name: String, handler: ErasedHandler) -> Result<(), Error> {
+        self.add_slot(path, name, handler, None)
+    }
+
+    fn add_slot(
+        &mut self,
+        path: &str,
+        name: String,
+        handler: ErasedHandler,
+        entry: Option<&'static RouteEntry>,
+    ) -> Result<(), Error> {
         if let Some(first) = self.routes.get(path) {
             return Err(Error::DuplicateRoute {
                 path: path.to_owned(),
@@ -312,6 +329,7 @@ impl Router {
             Slot {
                 handler,
                 name,
+                entry,
                 requires,
                 counters: Counters::default(),
             },
@@ -386,11 +404,67 @@ impl Router {
             handler: (e.make)(),
             requires,
         };
-        self.add(e.path, e.qualified_name(), handler)
+        self.add_slot(e.path, e.qualified_name(), handler, Some(e))
+    }
+
+    /// What answers paths with no route.
+    pub(crate) fn set_fallback(&mut self, handler: ErasedHandler) {
+        self.fallback = Some(handler.handler);
+    }
+
+    /// Serves the introspection route at [`DESCRIBE_PATH`], answering what the router holds
+    /// now (call it last).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DuplicateRoute`] when a route of the server's own has that path.
+    pub(crate) fn serve_description(&mut self) -> Result<(), Error> {
+        if let Some(first) = self.routes.get(DESCRIBE_PATH) {
+            return Err(Error::DuplicateRoute {
+                path: DESCRIBE_PATH.to_owned(),
+                first: first.name.clone(),
+                second: "webmesh's introspection route (turn it off with `introspection(false)`)".into(),
+            });
+        }
+        let description = std::sync::Arc::new(self.describe());
+        let handler = move |_: serde::de::IgnoredAny| {
+            let d = description.clone();
+            async move { (*d).clone() }
+        };
+        self.describe = Some(handler.into_erased().handler);
+        Ok(())
+    }
+
+    /// Every route and every registered topic, with docs and schemas.
+    fn describe(&self) -> Description {
+        let mut routes: Vec<RouteDescription> = self
+            .routes
+            .iter()
+            .map(|(path, slot)| {
+                let [request, response, error] = slot.entry.map(|e| (e.schemas)()).unwrap_or_default();
+                RouteDescription {
+                    path: path.to_string(),
+                    name: slot.name.clone(),
+                    doc: slot.entry.and_then(|e| crate::describe::doc(e.doc)),
+                    request,
+                    response,
+                    error,
+                }
+            })
+            .collect();
+        routes.sort_by(|a, b| a.path.cmp(&b.path));
+        Description {
+            routes,
+            topics: crate::describe::topics(),
+        }
     }
 
     pub(crate) fn get(&self, path: &str) -> Option<&Erased> {
-        self.routes.get(path).map(|s| &s.handler)
+        match self.routes.get(path) {
+            Some(s) => Some(&s.handler),
+            None if path == DESCRIBE_PATH && self.describe.is_some() => self.describe.as_ref(),
+            None => self.fallback.as_ref(),
+        }
     }
 
     /// The counters of the route at `path`.

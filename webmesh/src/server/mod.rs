@@ -138,6 +138,8 @@ pub struct ServerBuilder {
     on_connect: Option<ConnHook>,
     on_disconnect: Option<ConnHook>,
     on_not_found: Option<NotFoundHook>,
+    fallback: Option<handler::ErasedHandler>,
+    introspection: bool,
 }
 
 impl Default for ServerBuilder {
@@ -173,6 +175,8 @@ impl Default for ServerBuilder {
             on_connect: None,
             on_disconnect: None,
             on_not_found: None,
+            fallback: None,
+            introspection: true,
         }
     }
 }
@@ -513,6 +517,28 @@ impl ServerBuilder {
         self
     }
 
+    /// Answers every path that has no route with `handler` (a closure as for [`on`](Self::on)),
+    /// instead of `not_found`: a catch-all, for a proxy, a mock or an echo server.
+    /// [`CallContext::path`] tells the handler which path was called.
+    ///
+    /// ```no_run
+    /// # use webmesh::{CallContext, Server};
+    /// // Echo whatever arrives, on any path.
+    /// let builder = Server::builder().fallback(|v: webmesh::Value| async move { v });
+    /// ```
+    pub fn fallback<Args>(mut self, handler: impl Handler<Args>) -> Self {
+        self.fallback = Some(handler.into_erased());
+        self
+    }
+
+    /// Whether to answer the introspection route [`DESCRIBE_PATH`](crate::DESCRIBE_PATH) with
+    /// a [`Description`](crate::Description) of every route and topic (paths, doc comments,
+    /// JSON Schemas). Default `true`; turn it off to keep what a server serves to itself.
+    pub fn introspection(mut self, on: bool) -> Self {
+        self.introspection = on;
+        self
+    }
+
     /// Checks the routes and binds the listening socket.
     ///
     /// # Errors
@@ -533,6 +559,12 @@ impl ServerBuilder {
             router.add(&path, name, handler)?;
         }
         router.check_state(&self.states)?;
+        if let Some(fallback) = self.fallback {
+            router.set_fallback(fallback);
+        }
+        if self.introspection {
+            router.serve_description()?;
+        }
         let bind_error = |source| Error::Bind {
             addr: self.addr.clone(),
             source,
