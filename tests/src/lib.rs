@@ -51,6 +51,57 @@ fn find_or_make_python() -> PathBuf {
     root.join(".venv/bin/python")
 }
 
+/// A running `tests/python/serve.py`; stops when dropped (stdin closes).
+pub struct PyServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl PyServer {
+    /// Starts `tests/python/serve.py CODEC` (`msgpack`, `msgpack-plain` or `json`) and waits
+    /// until it listens.
+    pub fn start(codec: &str) -> Self {
+        let mut child = Command::new(python())
+            .arg(repo_root().join("tests/python/serve.py"))
+            .arg(codec)
+            .current_dir(repo_root().join("tests/python"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the python server");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let port = line
+            .strip_prefix("port ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("python server said {line:?}"));
+        PyServer { child, port }
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for PyServer {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Runs a Python script (source text) with `args`, feeding `stdin`, and returns its output.
 /// The script runs from the repository's `tests/python` directory, so it can import helpers there.
 pub fn run_python(script: &str, args: &[&str], stdin: &[u8]) -> Output {

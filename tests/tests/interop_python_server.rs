@@ -1,59 +1,11 @@
 //! A Rust client against the real Python webmesh 0.1.2 `WebMeshServer`: the client detects the
 //! 0.1.2 server at the handshake and speaks legacy framing; call, emit, both codecs.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use webmesh::codec::AnyCodec;
 use webmesh::{Client, Error, Framing, Protocol, Value};
-use webmesh_tests::{python, repo_root};
-
-/// A running `tests/python/serve.py`; stops when dropped (stdin closes).
-struct PyServer {
-    child: Child,
-    port: u16,
-}
-
-impl PyServer {
-    fn start(codec: &str) -> Self {
-        let mut child = Command::new(python())
-            .arg(repo_root().join("tests/python/serve.py"))
-            .arg(codec)
-            .current_dir(repo_root().join("tests/python"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the python server");
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .strip_prefix("port ")
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or_else(|| panic!("python server said {line:?}"));
-        PyServer { child, port }
-    }
-
-    fn url(&self) -> String {
-        format!("ws://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for PyServer {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        for _ in 0..100 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use webmesh_tests::PyServer;
 
 async fn against_python(codec_name: &str, codec: AnyCodec) {
     let py = PyServer::start(codec_name);

@@ -68,10 +68,12 @@ pub struct TopicDescription {
 }
 
 /// The schemas of a route's request, response and error.
+#[cfg_attr(not(feature = "server"), allow(dead_code))]
 pub(crate) type RouteSchemas = [Option<serde_json::Value>; 3];
 
 /// A topic declared with `#[webmesh::topic]`. Not a public API.
 #[doc(hidden)]
+#[cfg_attr(not(feature = "server"), allow(dead_code))]
 pub struct TopicEntry {
     pub(crate) path: &'static str,
     pub(crate) name: &'static str,
@@ -99,6 +101,7 @@ impl TopicEntry {
 inventory::collect!(TopicEntry);
 
 /// Every topic registered in the linked crates, sorted by path.
+#[cfg(feature = "server")]
 pub(crate) fn topics() -> Vec<TopicDescription> {
     let mut out: Vec<TopicDescription> = inventory::iter::<TopicEntry>
         .into_iter()
@@ -115,6 +118,7 @@ pub(crate) fn topics() -> Vec<TopicDescription> {
 }
 
 /// A doc comment as the macros collect it, or `None` when empty.
+#[cfg(feature = "server")]
 pub(crate) fn doc(text: &str) -> Option<String> {
     let t = text.trim();
     (!t.is_empty()).then(|| t.to_owned())

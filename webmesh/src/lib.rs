@@ -53,6 +53,8 @@
 //! - [`Route`]: the typed contract the macro generates and clients call through; [`Push`]: a
 //!   message a server pushes, declared with [`push`](macro@push); [`routes!`]: a crate's routes,
 //!   for a server to mount.
+//! - [`Description`]: what a server serves (routes with docs and JSON Schemas, topics), from
+//!   the reserved route [`DESCRIBE_PATH`], read with [`Client::describe`] or `webmesh routes`.
 //! - [`codec`]: the wire format (re-export of `webmesh-codec`).
 #![forbid(unsafe_code)]
 

@@ -11,7 +11,9 @@ pub struct RouteEntry {
     pub(crate) path: &'static str,
     pub(crate) name: &'static str,
     pub(crate) module: &'static str,
+    #[cfg_attr(not(feature = "server"), allow(dead_code))]
     pub(crate) doc: &'static str,
+    #[cfg_attr(not(feature = "server"), allow(dead_code))]
     pub(crate) schemas: fn() -> crate::describe::RouteSchemas,
     #[cfg(feature = "server")]
     pub(crate) make: fn() -> crate::server::Erased,

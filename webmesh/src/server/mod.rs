@@ -519,7 +519,7 @@ impl ServerBuilder {
 
     /// Answers every path that has no route with `handler` (a closure as for [`on`](Self::on)),
     /// instead of `not_found`: a catch-all, for a proxy, a mock or an echo server.
-    /// [`CallContext::path`] tells the handler which path was called.
+    /// [`CallContext::path`](crate::CallContext::path) tells the handler which path was called.
     ///
     /// ```no_run
     /// # use webmesh::{CallContext, Server};

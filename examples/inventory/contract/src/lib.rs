@@ -8,13 +8,14 @@
 //! typed stubs (`take::call`, `stock::call_blocking`, ...). A server mounts the routes with
 //! `.routes(inventory_contract::routes())` and gives them their store with `.state(..)`.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 // `pub fn routes()`: every route below, for the server to mount.
 webmesh::routes!();
 
 /// A quantity of one item.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Line {
     /// The item's stock-keeping unit, like `"bolt-m6"`.
     pub sku: String,
@@ -33,7 +34,7 @@ impl Line {
 }
 
 /// What can go wrong; reaches the caller typed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum StockError {
     /// No such item.
     Unknown(String),
@@ -58,7 +59,7 @@ impl std::fmt::Display for StockError {
 impl std::error::Error for StockError {}
 
 /// Pushed to the client that took the last items but a few.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[webmesh::push("/stock/low")]
 pub struct LowStock {
     /// The item.
