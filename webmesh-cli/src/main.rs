@@ -37,24 +37,31 @@ enum Command {
     /// Call PATH and print the reply as JSON.
     ///
     /// Example: webmesh call ws://127.0.0.1:4269 /add '{"a":2,"b":40}'
+    #[command(after_help = output::EXIT_CODES)]
     Call(CallArgs),
     /// Send to PATH without waiting for a reply.
+    #[command(after_help = output::EXIT_CODES)]
     Emit(EmitArgs),
     /// Print the messages of a topic, one JSON line each (lag and gap notices on stderr).
+    #[command(after_help = output::EXIT_CODES)]
     Subscribe(SubscribeArgs),
     /// List what a server serves: routes, their docs and JSON Schemas, and topics.
+    #[command(after_help = output::EXIT_CODES)]
     Routes(RoutesArgs),
     /// Turn a captured frame into JSON: a 0.1.2 text frame (hex or JSON), or a v1 frame as hex
     /// or base64.
     ///
     /// Example: webmesh decode 789c6b5a52905892b1543f3539237f494a6249e2a28c4c005f7708f8
+    #[command(after_help = output::EXIT_CODES)]
     Decode(frames::DecodeArgs),
     /// Turn a path and JSON data into a frame (v1 as hex, or a 0.1.2 text frame with --legacy).
+    #[command(after_help = output::EXIT_CODES)]
     Encode(frames::EncodeArgs),
     /// Run a mock server that echoes, or answers fixed JSON per path, and logs each call as a
     /// JSON line.
     Serve(serve::ServeArgs),
     /// Load-test a route: calls/s, a latency histogram, errors by kind, bytes on the wire.
+    #[command(after_help = output::EXIT_CODES)]
     Bench(bench::BenchArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
@@ -298,12 +305,12 @@ async fn routes(args: &RoutesArgs) -> Result<(), Failure> {
         f => f,
     })?;
     if args.json {
-        let text = if output::stdout_is_tty() {
-            serde_json::to_string_pretty(&d)
+        let text = if output::stdout_is_tty() && std::env::var_os("NO_COLOR").is_none() {
+            output::colored(&d)
         } else {
-            serde_json::to_string(&d)
+            serde_json::to_string(&d).unwrap_or_default()
         };
-        output::print_line(&text.unwrap_or_default());
+        output::print_line(&text);
         return Ok(());
     }
     let summary = |s: &Option<serde_json::Value>| match s {

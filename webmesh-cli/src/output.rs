@@ -115,6 +115,9 @@ pub(crate) fn warn(message: &str) {
 /// or indented when `pretty`.
 pub(crate) fn json_text(value: &Value, pretty: bool) -> String {
     if pretty {
+        if std::env::var_os("NO_COLOR").is_none() {
+            return colored(&Lossless(value));
+        }
         return crate::lossless::to_string(value, true);
     }
     let mut out = Vec::new();
@@ -141,6 +144,118 @@ pub(crate) fn print_line(line: &str) {
 /// Prints one line on stderr.
 pub(crate) fn eprint_line(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// Indented JSON with ANSI colors: keys blue, strings green, numbers cyan, literals yellow.
+pub(crate) fn colored<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    let mut out = Vec::new();
+    let fmt = Colored {
+        pretty: serde_json::ser::PrettyFormatter::new(),
+        key: false,
+    };
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+    let _ = value.serialize(&mut ser);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+const RESET: &[u8] = b"\x1b[0m";
+
+struct Colored {
+    pretty: serde_json::ser::PrettyFormatter<'static>,
+    /// Inside an object key.
+    key: bool,
+}
+
+/// `color`, then what `write` writes, then a reset.
+fn painted<W: ?Sized + Write>(
+    w: &mut W,
+    color: &[u8],
+    write: impl FnOnce(&mut W) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    w.write_all(color)?;
+    write(w)?;
+    w.write_all(RESET)
+}
+
+impl serde_json::ser::Formatter for Colored {
+    fn write_null<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        painted(w, b"\x1b[33m", |w| w.write_all(b"null"))
+    }
+
+    fn write_bool<W: ?Sized + Write>(&mut self, w: &mut W, v: bool) -> std::io::Result<()> {
+        painted(w, b"\x1b[33m", |w| {
+            w.write_all(if v { b"true" } else { b"false" })
+        })
+    }
+
+    fn write_i8<W: ?Sized + Write>(&mut self, w: &mut W, v: i8) -> std::io::Result<()> {
+        painted(w, b"\x1b[36m", |w| write!(w, "{v}"))
+    }
+
+    fn write_i64<W: ?Sized + Write>(&mut self, w: &mut W, v: i64) -> std::io::Result<()> {
+        painted(w, b"\x1b[36m", |w| write!(w, "{v}"))
+    }
+
+    fn write_u64<W: ?Sized + Write>(&mut self, w: &mut W, v: u64) -> std::io::Result<()> {
+        painted(w, b"\x1b[36m", |w| write!(w, "{v}"))
+    }
+
+    fn write_f64<W: ?Sized + Write>(&mut self, w: &mut W, v: f64) -> std::io::Result<()> {
+        painted(w, b"\x1b[36m", |w| {
+            serde_json::ser::CompactFormatter.write_f64(w, v)
+        })
+    }
+
+    fn begin_string<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(if self.key { b"\x1b[34m\"" } else { b"\x1b[32m\"" })
+    }
+
+    fn end_string<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(b"\"")?;
+        w.write_all(RESET)
+    }
+
+    fn begin_array<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.pretty.begin_array(w)
+    }
+
+    fn end_array<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.pretty.end_array(w)
+    }
+
+    fn begin_array_value<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+        self.pretty.begin_array_value(w, first)
+    }
+
+    fn end_array_value<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.pretty.end_array_value(w)
+    }
+
+    fn begin_object<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.pretty.begin_object(w)
+    }
+
+    fn end_object<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.pretty.end_object(w)
+    }
+
+    fn begin_object_key<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+        self.key = true;
+        self.pretty.begin_object_key(w, first)
+    }
+
+    fn end_object_key<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.key = false;
+        self.pretty.end_object_key(w)
+    }
+
+    fn begin_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.pretty.begin_object_value(w)
+    }
+
+    fn end_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.pretty.end_object_value(w)
+    }
 }
 
 /// serde_json's compact output with a space after `,` and `:`.
@@ -179,5 +294,22 @@ mod tests {
             json_text(&v, false),
             r#"{"path": "/echo", "data": [1, {"a": null}]}"#
         );
+    }
+
+    #[test]
+    fn colored_json_is_the_same_json_once_the_colors_are_removed() {
+        let v =
+            crate::lossless::parse(r#"{"k": [1, -2.5, true, null, "s"], "b": {"$bin": "AA=="}}"#).unwrap();
+        let painted = colored(&Lossless(&v));
+        assert!(painted.contains("\x1b[34m\"k\"\x1b[0m"), "{painted}");
+        let mut plain = String::new();
+        let mut rest = painted.as_str();
+        while let Some(at) = rest.find('\x1b') {
+            plain.push_str(&rest[..at]);
+            rest = &rest[at..];
+            rest = &rest[rest.find('m').map_or(rest.len(), |m| m + 1)..];
+        }
+        plain.push_str(rest);
+        assert_eq!(plain, crate::lossless::to_string(&v, true));
     }
 }

@@ -555,3 +555,64 @@ fn against_python_msgpack() {
 fn against_python_json() {
     against_python("json");
 }
+
+#[test]
+fn tls_and_auth_options_reach_the_library() {
+    use webmesh_tests::pki::{Ca, Usage};
+    let ca = Ca::new("cli test CA");
+    let id = ca.issue(&["localhost"], Usage::Server);
+    let tls =
+        webmesh::tls::server_config_from_pem(id.cert_pem.as_bytes(), id.key_pem.as_bytes(), None).unwrap();
+    let server = Server::builder()
+        .tls(tls)
+        .auth(
+            |req: &webmesh::UpgradeRequest| match req.bearer_token().as_deref() {
+                Some("tok-ada") => Ok(String::from("ada")),
+                Some(_) => Err(webmesh::Reject::forbidden("unknown token")),
+                None => Err(webmesh::Reject::unauthorized("a bearer token is required")),
+            },
+        )
+        .on("/whoami", |_: (), conn: webmesh::Connection| async move {
+            conn.identity::<String>().cloned()
+        })
+        .bind("127.0.0.1:0")
+        .start_threaded()
+        .unwrap();
+    let url = format!("wss://localhost:{}", server.local_addr().port());
+    let dir = std::env::temp_dir().join(format!("webmesh-cli-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let ca_path = ca_file.to_str().unwrap();
+
+    let who = ok(&[
+        "call", &url, "/whoami", "--cacert", ca_path, "--bearer", "tok-ada",
+    ]);
+    assert_eq!(who, "\"ada\"\n");
+    let who = ok(&[
+        "call",
+        &url,
+        "/whoami",
+        "--cacert",
+        ca_path,
+        "-H",
+        "Authorization: Bearer tok-ada",
+    ]);
+    assert_eq!(who, "\"ada\"\n");
+    // The web's roots do not know this CA.
+    let r = run(&["call", &url, "/whoami", "--bearer", "tok-ada"]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.to_lowercase().contains("certificate"), "{}", r.stderr);
+    // --insecure connects, loudly.
+    let r = run(&["call", &url, "/whoami", "--insecure", "--bearer", "tok-ada"]);
+    assert_eq!((r.code, r.stdout.as_str()), (0, "\"ada\"\n"), "{}", r.stderr);
+    assert!(r.stderr.contains("NOT verified"), "{}", r.stderr);
+    // The upgrade's answers: 401 without a token, 403 with a bad one.
+    let r = run(&["call", &url, "/whoami", "--cacert", ca_path]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("401"), "{}", r.stderr);
+    let r = run(&["call", &url, "/whoami", "--cacert", ca_path, "--bearer", "nope"]);
+    assert!(r.stderr.contains("403"), "{}", r.stderr);
+    let r = run(&["call", &url, "/whoami", "--cacert", "/nonexistent/ca.pem"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+}
