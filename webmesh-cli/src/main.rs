@@ -38,10 +38,10 @@ enum Command {
     ///
     /// Example: webmesh call ws://127.0.0.1:4269 /add '{"a":2,"b":40}'
     #[command(after_help = output::EXIT_CODES)]
-    Call(CallArgs),
+    Call(SendArgs),
     /// Send to PATH without waiting for a reply.
     #[command(after_help = output::EXIT_CODES)]
-    Emit(EmitArgs),
+    Emit(SendArgs),
     /// Print the messages of a topic, one JSON line each (lag and gap notices on stderr).
     #[command(after_help = output::EXIT_CODES)]
     Subscribe(SubscribeArgs),
@@ -70,22 +70,12 @@ enum Command {
     },
 }
 
+/// What `call` and `emit` take.
 #[derive(Debug, clap::Args)]
-struct CallArgs {
+struct SendArgs {
     #[command(flatten)]
     conn: ConnectArgs,
-    /// The route's path, like /add.
-    path: String,
-    /// The request, as JSON; `-` reads stdin; nothing sends null.
-    #[arg(value_name = "JSON", allow_hyphen_values = true)]
-    payload: Option<String>,
-}
-
-#[derive(Debug, clap::Args)]
-struct EmitArgs {
-    #[command(flatten)]
-    conn: ConnectArgs,
-    /// The path.
+    /// The path, like /add.
     path: String,
     /// The data, as JSON; `-` reads stdin; nothing sends null.
     #[arg(value_name = "JSON", allow_hyphen_values = true)]
@@ -162,7 +152,7 @@ async fn run_async(command: Command) -> Result<(), Failure> {
     }
 }
 
-async fn call(args: &CallArgs) -> Result<(), Failure> {
+async fn call(args: &SendArgs) -> Result<(), Failure> {
     let request = conn::read_json(args.payload.as_deref())?;
     let client = args.conn.connect().await?;
     let timeout = args.conn.timeout()?;
@@ -204,7 +194,7 @@ async fn call(args: &CallArgs) -> Result<(), Failure> {
     }
 }
 
-async fn emit(args: &EmitArgs) -> Result<(), Failure> {
+async fn emit(args: &SendArgs) -> Result<(), Failure> {
     let data = conn::read_json(args.payload.as_deref())?;
     let client = args.conn.connect().await?;
     client.emit_path(&args.path, &data).await?;
