@@ -244,3 +244,152 @@ pub fn v1_frame(message: tokio_tungstenite::tungstenite::Message) -> webmesh::co
     )
     .expect("a v1 frame")
 }
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A real `nats-server` (Debian's package) on a free loopback port; stopped when dropped.
+pub struct NatsServer {
+    child: Option<std::process::Child>,
+    /// Its client port.
+    pub port: u16,
+    args: Vec<String>,
+}
+
+impl NatsServer {
+    /// One server.
+    ///
+    /// # Panics
+    ///
+    /// When `nats-server` is missing (`.ci/run` installs it) or does not listen within 10 s.
+    pub fn start() -> Self {
+        Self::with_args(free_port(), Vec::new())
+    }
+
+    /// A cluster of `n` servers with routes between them (each knows the others).
+    pub fn cluster(n: usize) -> Vec<NatsServer> {
+        let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let routes: Vec<String> = cluster_ports
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect();
+        let servers: Vec<NatsServer> = cluster_ports
+            .iter()
+            .map(|&cp| {
+                let others: Vec<&str> = routes
+                    .iter()
+                    .filter(|r| !r.ends_with(&format!(":{cp}")))
+                    .map(String::as_str)
+                    .collect();
+                let args = vec![
+                    "--cluster_name".into(),
+                    "webmesh-test".into(),
+                    "--cluster".into(),
+                    format!("nats://127.0.0.1:{cp}"),
+                    "--routes".into(),
+                    others.join(","),
+                ];
+                Self::with_args(free_port(), args)
+            })
+            .collect();
+        // Each server sees the other n - 1 (its /routez), or the test would race the mesh.
+        for s in &servers {
+            s.wait_for_routes(n - 1);
+        }
+        servers
+    }
+
+    fn with_args(port: u16, args: Vec<String>) -> Self {
+        let mut s = NatsServer {
+            child: None,
+            port,
+            args,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-m", &self.monitor_port().to_string()])
+            .args(&self.args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start nats-server (Debian package `nats-server`; .ci/run installs it)");
+        self.child = Some(child);
+        for _ in 0..1000 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("nats-server did not listen on port {} within 10 s", self.port);
+    }
+
+    /// The monitoring port: a fixed offset would collide, so one more free port, kept per
+    /// client port.
+    fn monitor_port(&self) -> u16 {
+        static PORTS: std::sync::Mutex<Vec<(u16, u16)>> = std::sync::Mutex::new(Vec::new());
+        let mut ports = PORTS.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, m)) = ports.iter().find(|(p, _)| *p == self.port) {
+            return *m;
+        }
+        let m = free_port();
+        ports.push((self.port, m));
+        m
+    }
+
+    fn wait_for_routes(&self, n: usize) {
+        for _ in 0..1000 {
+            let body = http_get(self.monitor_port(), "/routez").unwrap_or_default();
+            if body.matches("\"rid\"").count() >= n {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("nats-server on {} did not see {n} routes within 10 s", self.port);
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills it (an outage).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same ports.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A plain HTTP/1.0 GET on loopback (for nats-server's monitoring endpoints).
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}

@@ -160,6 +160,9 @@ pub mod code {
     pub const DEADLINE_EXCEEDED: &str = "deadline_exceeded";
     /// The connection's identity may not call this path (an authorization rule of the server).
     pub const FORBIDDEN: &str = "forbidden";
+    /// The call could not reach the node that serves it (the cluster's broker is down): it did
+    /// not run, so it is safe to send again later.
+    pub const UNAVAILABLE: &str = "unavailable";
 }
 
 /// The payload of an `Error` frame.

@@ -167,6 +167,12 @@ impl Connection {
         self.inner.identity.as_deref()?.downcast_ref()
     }
 
+    /// The identity, type-erased (to forward it to another node).
+    #[cfg(feature = "nats")]
+    pub(crate) fn identity_any(&self) -> Option<&(dyn std::any::Any + Send + Sync)> {
+        self.inner.identity.as_deref()
+    }
+
     /// The certificate chain the client presented over TLS (DER, its own certificate first), on a
     /// server with mutual TLS; `None` otherwise.
     pub fn peer_certificates(&self) -> Option<&[Vec<u8>]> {

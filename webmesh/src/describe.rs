@@ -26,6 +26,23 @@ pub struct Description {
     /// Every topic declared with `#[webmesh::topic]` in the server's linked crates, by path.
     #[serde(default)]
     pub topics: Vec<TopicDescription>,
+    /// The nodes of the server's cluster that answered, this one first (empty without a
+    /// cluster: see `ServerBuilder::nats`).
+    #[serde(default)]
+    pub cluster: Vec<NodeDescription>,
+}
+
+/// One node of a cluster, in a [`Description`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct NodeDescription {
+    /// The node's id (random, new for each run of a server).
+    pub node: String,
+    /// The paths of the routes it serves.
+    pub routes: Vec<String>,
+    /// The topics its program declares.
+    #[serde(default)]
+    pub topics: Vec<String>,
 }
 
 /// One route of a [`Description`].

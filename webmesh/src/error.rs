@@ -151,6 +151,15 @@ pub enum Error {
     /// The server or client is not configured correctly.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The server could not join its cluster (`ServerBuilder::nats`): the NATS server at the
+    /// URL did not accept the connection.
+    #[error("cannot join the cluster at {url}: {reason}")]
+    Cluster {
+        /// The NATS URL.
+        url: String,
+        /// What failed.
+        reason: String,
+    },
 }
 
 /// Who closed a connection, or how it was lost; see [`Error::Closed`].
@@ -197,6 +206,12 @@ impl Error {
     /// True for [`Error::Remote`] with code `not_found`.
     pub fn is_not_found(&self) -> bool {
         self.remote_code() == Some(webmesh_codec::code::NOT_FOUND)
+    }
+
+    /// True for [`Error::Remote`] with code `unavailable`: a route served on another node of a
+    /// cluster could not be reached (its broker is down). The call did not run.
+    pub fn is_unavailable(&self) -> bool {
+        self.remote_code() == Some(webmesh_codec::code::UNAVAILABLE)
     }
 
     /// True for [`Error::Remote`] with code `forbidden` (an authorization rule of the server).

@@ -42,6 +42,8 @@
 //! | feature | default | what |
 //! |---|---|---|
 //! | `server` | yes | [`Server`], and the handler half of `#[route]` fns. A client-only crate turns it off, and then does not compile handler bodies. |
+//! | `tls` | yes | `wss://` for servers and clients (rustls with *ring*). |
+//! | `nats` | no | Scale-out over NATS: `ServerBuilder::nats`, the `cluster` module. Needs Rust 1.89. |
 //!
 //! # Crate map
 //!
@@ -60,6 +62,8 @@
 
 mod cancel;
 mod client;
+#[cfg(feature = "nats")]
+pub mod cluster;
 mod conn;
 mod connection;
 mod describe;
@@ -83,7 +87,7 @@ pub use client::{
 pub use codec::Framing;
 pub use conn::{Keepalive, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT};
 pub use connection::{CallContext, Connection, Extensions};
-pub use describe::{Description, RouteDescription, TopicDescription, DESCRIBE_PATH};
+pub use describe::{Description, NodeDescription, RouteDescription, TopicDescription, DESCRIBE_PATH};
 pub use error::{CallError, CloseKind, Error, Result};
 pub use registry::Routes;
 pub use route::{NoError, Push, Route, Serve};

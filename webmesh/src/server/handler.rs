@@ -274,6 +274,9 @@ shapes!();
 shapes!(A);
 shapes!(A, B);
 
+/// Gathers what the other nodes of a cluster serve.
+pub(crate) type Gather = Arc<dyn Fn() -> BoxFuture<Vec<crate::NodeDescription>> + Send + Sync>;
+
 /// One registered path.
 struct Slot {
     handler: Erased,
@@ -298,8 +301,10 @@ pub(crate) struct Router {
     routes: HashMap<Box<str>, Slot>,
     /// The registered entries added so far (by address: each is a static).
     entries: Vec<usize>,
-    /// What answers a path with no route (`ServerBuilder::fallback`).
+    /// What answers paths with no route (`ServerBuilder::fallback`).
     fallback: Option<Erased>,
+    /// What forwards calls to paths with no route here to the cluster.
+    forwarder: Option<Erased>,
     /// The introspection route, kept out of `paths`.
     describe: Option<Erased>,
 }
@@ -412,13 +417,19 @@ impl Router {
         self.fallback = Some(handler.handler);
     }
 
+    /// Forwards what has no route here (before any fallback).
+    #[cfg(feature = "nats")]
+    pub(crate) fn set_forwarder(&mut self, forwarder: Erased) {
+        self.forwarder = Some(forwarder);
+    }
+
     /// Serves the introspection route at [`DESCRIBE_PATH`], answering what the router holds
-    /// now (call it last).
+    /// now (call it last), and with `cluster`, what the other nodes answer.
     ///
     /// # Errors
     ///
     /// [`Error::DuplicateRoute`] when a route of the server's own has that path.
-    pub(crate) fn serve_description(&mut self) -> Result<(), Error> {
+    pub(crate) fn serve_description(&mut self, cluster: Option<Gather>) -> Result<(), Error> {
         if let Some(first) = self.routes.get(DESCRIBE_PATH) {
             return Err(Error::DuplicateRoute {
                 path: DESCRIBE_PATH.to_owned(),
@@ -429,7 +440,14 @@ impl Router {
         let description = std::sync::Arc::new(self.describe());
         let handler = move |_: serde::de::IgnoredAny| {
             let d = description.clone();
-            async move { (*d).clone() }
+            let cluster = cluster.clone();
+            async move {
+                let mut d = (*d).clone();
+                if let Some(gather) = cluster {
+                    d.cluster = gather().await;
+                }
+                d
+            }
         };
         self.describe = Some(handler.into_erased().handler);
         Ok(())
@@ -456,14 +474,24 @@ impl Router {
         Description {
             routes,
             topics: crate::describe::topics(),
+            cluster: Vec::new(),
         }
     }
 
     pub(crate) fn get(&self, path: &str) -> Option<&Erased> {
+        match self.get_local(path) {
+            Some(h) => Some(h),
+            None => self.forwarder.as_ref().or(self.fallback.as_ref()),
+        }
+    }
+
+    /// The handler of `path` on this server (its routes and the introspection route), never a
+    /// forwarder or a fallback.
+    pub(crate) fn get_local(&self, path: &str) -> Option<&Erased> {
         match self.routes.get(path) {
             Some(s) => Some(&s.handler),
-            None if path == DESCRIBE_PATH && self.describe.is_some() => self.describe.as_ref(),
-            None => self.fallback.as_ref(),
+            None if path == DESCRIBE_PATH => self.describe.as_ref(),
+            None => None,
         }
     }
 

@@ -3,8 +3,8 @@
 mod auth;
 mod conn;
 mod driver;
-mod handler;
-mod lifecycle;
+pub(crate) mod handler;
+pub(crate) mod lifecycle;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -138,6 +138,8 @@ pub struct ServerBuilder {
     on_connect: Option<ConnHook>,
     on_disconnect: Option<ConnHook>,
     on_not_found: Option<NotFoundHook>,
+    #[cfg(feature = "nats")]
+    nats: Option<crate::cluster::Nats>,
     fallback: Option<handler::ErasedHandler>,
     introspection: bool,
 }
@@ -176,6 +178,8 @@ impl Default for ServerBuilder {
             on_disconnect: None,
             on_not_found: None,
             fallback: None,
+            #[cfg(feature = "nats")]
+            nats: None,
             introspection: true,
         }
     }
@@ -531,6 +535,20 @@ impl ServerBuilder {
         self
     }
 
+    /// Joins a cluster through NATS (feature `nats`): calls to paths this server has no route
+    /// for go to the nodes that serve them, publishes reach the subscribers of every node. Takes
+    /// a URL (`"nats://127.0.0.1:4222"`) or a [`Nats`](crate::cluster::Nats) with options. See
+    /// [`cluster`](crate::cluster).
+    ///
+    /// [`build`](Self::build) connects, and fails with [`Error::Cluster`] when it cannot; later
+    /// outages are retried forever, and calls that need another node meanwhile fail with
+    /// `unavailable`.
+    #[cfg(feature = "nats")]
+    pub fn nats(mut self, nats: impl Into<crate::cluster::Nats>) -> Self {
+        self.nats = Some(nats.into());
+        self
+    }
+
     /// Whether to answer the introspection route [`DESCRIBE_PATH`](crate::DESCRIBE_PATH) with
     /// a [`Description`](crate::Description) of every route and topic (paths, doc comments,
     /// JSON Schemas). Default `true`; turn it off to keep what a server serves to itself.
@@ -559,11 +577,29 @@ impl ServerBuilder {
             router.add(&path, name, handler)?;
         }
         router.check_state(&self.states)?;
+        #[cfg(feature = "nats")]
+        let link = match &self.nats {
+            Some(_) if self.fallback.is_some() => {
+                return Err(Error::Config(
+                    "a fallback and a cluster both answer paths without a route: choose one".into(),
+                ));
+            }
+            Some(cfg) => Some(crate::cluster::connect(cfg, self.limits).await?),
+            None => None,
+        };
+        #[cfg(not(feature = "nats"))]
+        let gather = None;
+        #[cfg(feature = "nats")]
+        let gather = link.as_ref().map(|l| l.gatherer());
+        #[cfg(feature = "nats")]
+        if let Some(link) = &link {
+            router.set_forwarder(link.forwarder());
+        }
         if let Some(fallback) = self.fallback {
             router.set_fallback(fallback);
         }
         if self.introspection {
-            router.serve_description()?;
+            router.serve_description(gather)?;
         }
         let bind_error = |source| Error::Bind {
             addr: self.addr.clone(),
@@ -616,6 +652,11 @@ impl ServerBuilder {
             #[cfg(feature = "tls")]
             tls: self.tls.map(tokio_rustls::TlsAcceptor::from),
         });
+        #[cfg(feature = "nats")]
+        if let Some(link) = link {
+            shared.hub.set_bridge(link.bridge());
+            crate::cluster::start(link, shared.clone());
+        }
         let routes = shared.router.paths().count();
         if routes == 0 {
             tracing::warn!(

@@ -68,7 +68,14 @@ pub(crate) struct Hub {
     /// An encoder per codec the server speaks (v1 framing).
     encoders: Vec<FrameEncoder>,
     state: Mutex<State>,
+    /// Where this server's publishes also go (the cluster), with the message in msgpack.
+    #[cfg(feature = "nats")]
+    bridge: std::sync::OnceLock<Bridge>,
 }
+
+/// Takes a publish for the other nodes: its path and the message in msgpack.
+#[cfg(feature = "nats")]
+pub(crate) type Bridge = Box<dyn Fn(&str, Vec<u8>) + Send + Sync>;
 
 /// A subscription's key: its connection's id, then its id on that connection. Kept in ordered
 /// maps, so one connection's subscriptions are next to each other and a publish reaches each
@@ -127,7 +134,21 @@ impl Hub {
                 .map(|c| FrameEncoder::new(Framing::V1, c.clone(), compression))
                 .collect(),
             state: Mutex::default(),
+            #[cfg(feature = "nats")]
+            bridge: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sends every publish of this server to the cluster too (once).
+    #[cfg(feature = "nats")]
+    pub(crate) fn set_bridge(&self, bridge: Bridge) {
+        let _ = self.bridge.set(bridge);
+    }
+
+    /// Publishes a message that came from another node: here only.
+    #[cfg(feature = "nats")]
+    pub(crate) fn publish_remote(&self, path: &str, value: &crate::Value) -> Result<usize> {
+        self.publish_inner(path, value, false)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -276,6 +297,11 @@ impl Hub {
     /// Publishes `value` at the concrete `path`: numbers it, keeps it, and hands it to every
     /// subscribed connection. Returns how many connections took it.
     fn publish_at<T: Serialize + ?Sized>(&self, path: &str, value: &T) -> Result<usize> {
+        self.publish_inner(path, value, true)
+    }
+
+    #[cfg_attr(not(feature = "nats"), allow(unused_variables))]
+    fn publish_inner<T: Serialize + ?Sized>(&self, path: &str, value: &T, bridged: bool) -> Result<usize> {
         if is_pattern(path) {
             return Err(Error::Config(format!(
                 "cannot publish at the pattern {path:?}: publish at a concrete path"
@@ -284,6 +310,13 @@ impl Hub {
         let mut st = self.state();
         let seq = st.logs.get(path).map_or(0, |l| l.seq) + 1;
         let frames = self.frames(|enc| enc.topic_message(seq, path, value))?;
+        // In the lock: the other nodes get this server's publishes in its order.
+        #[cfg(feature = "nats")]
+        if let Some(bridge) = self.bridge.get().filter(|_| bridged) {
+            let mut msgpack = Vec::new();
+            webmesh_codec::AnyCodec::MSGPACK.encode(value, &mut msgpack)?;
+            bridge(path, msgpack);
+        }
         if !st.logs.contains_key(path) {
             st.logs.insert(path.to_owned(), Log::default());
         }
@@ -431,7 +464,7 @@ pub(crate) fn notice_frame(conn: &Connection, id: u64, body: &NoticeBody) -> Opt
 }
 
 /// An epoch that differs between runs of a server: the clock and the process id, mixed.
-fn new_epoch() -> u64 {
+pub(crate) fn new_epoch() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
