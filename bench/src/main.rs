@@ -10,7 +10,7 @@
 //! (default 10000), `--subscribers N` of the fan-out (default 1000), `--burst N` messages of its
 //! throughput phase (default 1000), `--large logs|numbers` (the large payload: compressible log
 //! records, the default, or pseudo-random numbers), `--no-python`,
-//! `--workload seq|1x64|16x16|large|idle|fanout` and
+//! `--workload seq|1x64|16x16|large|idle|fanout|cluster` and
 //! `--system raw|raw-split|webmesh|wss|json|legacy|jsonrpsee|tarpc|tonic` to run one cell (for
 //! profiling).
 //!
@@ -25,6 +25,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod clients;
+mod cluster;
 mod fanout;
 mod grpc;
 mod load;
@@ -336,6 +337,38 @@ async fn orchestrate(o: &Options) -> Result<(), String> {
         }
         fanout_rows.push((system, samples));
     }
+    let cluster_wanted =
+        o.system.is_none() && o.workload.as_ref().is_none_or(|f| "cluster".contains(f.as_str()));
+    let cluster_sizes = if o.quick {
+        cluster::Sizes {
+            secs: 0.05,
+            in_flight: 8,
+            subscribers: 5,
+            burst: 20,
+        }
+    } else {
+        cluster::Sizes {
+            secs: o.secs,
+            in_flight: 64,
+            subscribers: 200,
+            burst: 500,
+        }
+    };
+    let mut cluster_rows = Vec::new();
+    for system in cluster::System::ALL {
+        if !cluster_wanted {
+            break;
+        }
+        let mut samples = Vec::new();
+        for _ in 0..o.runs {
+            samples.push(
+                cluster::run(system, cluster_sizes)
+                    .await
+                    .map_err(|e| format!("cluster / {}: {e}", system.name()))?,
+            );
+        }
+        cluster_rows.push((system, samples));
+    }
     if o.python {
         match python_reference(o, &inputs) {
             Ok(py) => {
@@ -353,6 +386,9 @@ async fn orchestrate(o: &Options) -> Result<(), String> {
     }
     if !fanout_rows.is_empty() {
         fanout::report(sizes, &fanout_rows, o.quick);
+    }
+    if !cluster_rows.is_empty() {
+        cluster::report(cluster_sizes, &cluster_rows, o.quick);
     }
     if !o.quick {
         report::targets(&tables, large_bytes);

@@ -49,6 +49,20 @@ fn quick_mode_runs_every_system_and_workload() {
             "{line}"
         );
     }
+    // The cluster rows (a real nats-server): each runs, and the fan-outs lose nothing.
+    for system in [
+        "NATS request/reply (async-nats, no webmesh)",
+        "webmesh-rs call on the serving node",
+        "webmesh-rs call forwarded over NATS",
+        "fan-out within one node",
+        "fan-out across nodes",
+    ] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("- {system}:")))
+            .unwrap_or_else(|| panic!("no cluster line for {system}:\n{stdout}"));
+        assert!(line.ends_with(" 0 lost") && !line.contains(": 0 ops"), "{line}");
+    }
 }
 
 #[test]

@@ -304,7 +304,7 @@ async fn the_callers_identity_travels_and_the_serving_nodes_limits_apply() {
     let (serving, _) = node(
         Nats::new(nats.url()).forward_identity::<User>(),
         Server::builder()
-            .limits(Limits::default().max_frame_size(1024))
+            .limits(Limits::default().max_frame_size(1024).max_inflated_size(4096))
             .on("/whoami", |_: (), conn: Connection| async move {
                 conn.identity::<User>().map(|u| u.name.clone())
             })
@@ -331,12 +331,21 @@ async fn the_callers_identity_travels_and_the_serving_nodes_limits_apply() {
             .unwrap(),
         100
     );
-    // The front node takes 2 KiB; the serving node's frame limit is 1 KiB.
-    let too_big = client
-        .call_path::<usize>("/size", &"x".repeat(2048))
-        .await
-        .unwrap_err();
-    assert_eq!(too_big.remote_code(), Some("bad_request"), "{too_big}");
+    // The front node takes these; the serving node's frame limit is 1 KiB, and its inflate
+    // limit 4 KiB: a frame that does not compress is too big, one that inflates past 4 KiB too.
+    let mut x: u32 = 1;
+    let noise: String = (0..2048)
+        .map(|_| {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            char::from(b'a' + (x >> 24) as u8 % 26)
+        })
+        .collect();
+    for (what, s) in [("frame", noise), ("inflated", "x".repeat(8192))] {
+        let too_big = client.call_path::<usize>("/size", &s).await.unwrap_err();
+        assert_eq!(too_big.remote_code(), Some("bad_request"), "{what}: {too_big}");
+    }
+    // Compressible, inflating within the limit: fine.
+    assert_eq!(client.call_path::<usize>("/size", &"y".repeat(3000)).await.unwrap(), 3000);
     front.shutdown().await;
     serving.shutdown().await;
 }

@@ -337,6 +337,13 @@ async fn routes(args: &RoutesArgs) -> Result<(), Failure> {
             }
         }
     }
+    if !d.cluster.is_empty() {
+        lines.push(String::new());
+        lines.push("cluster (this node first):".into());
+        for n in &d.cluster {
+            lines.push(format!("{}  {}", n.node, n.routes.join(" ")));
+        }
+    }
     for l in lines {
         output::print_line(&l);
     }

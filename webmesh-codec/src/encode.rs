@@ -290,6 +290,23 @@ impl FrameEncoder {
         })
     }
 
+    /// [`v1_raw`](Self::v1_raw) with a deadline: `budget` as in [`call_within`](Self::call_within)
+    /// (forwarding a call elsewhere).
+    pub fn v1_raw_within(
+        &self,
+        kind: Kind,
+        id: u64,
+        path: &str,
+        payload: &[u8],
+        budget: Option<std::time::Duration>,
+    ) -> Result<WireMessage> {
+        let ms = budget.map(|b| u64::try_from(b.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX));
+        self.v1_with(kind, id, ms, None, path, |out| {
+            out.extend_from_slice(payload);
+            Ok(())
+        })
+    }
+
     fn message<T: Serialize + ?Sized>(
         &self,
         kind: Kind,

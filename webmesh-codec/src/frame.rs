@@ -367,6 +367,24 @@ pub fn peek_v1_header(bytes: &[u8]) -> Option<(Kind, u64)> {
     Some((Kind::from_bits(header & 0x0f), id))
 }
 
+/// The v1 frame `bytes` with its id replaced by `id` (everything else as it was, compressed
+/// payload included): for passing on an answer that was made for another id.
+///
+/// # Errors
+///
+/// [`Error::TruncatedHeader`](crate::Error) or [`Error::VarintOverflow`](crate::Error) when
+/// `bytes` does not start with a v1 header.
+pub fn with_id(bytes: &[u8], id: u64) -> Result<Vec<u8>> {
+    let header = *bytes.first().ok_or(Error::TruncatedHeader("kind"))?;
+    let mut at = 1;
+    read_varint(bytes, &mut at, "id")?;
+    let mut out = Vec::with_capacity(bytes.len() + 10);
+    out.push(header);
+    crate::encode::write_varint(&mut out, id);
+    out.extend_from_slice(&bytes[at..]);
+    Ok(out)
+}
+
 /// Reads an unsigned LEB128 varint at `*at`.
 pub(crate) fn read_varint(buf: &[u8], at: &mut usize, what: &'static str) -> Result<u64> {
     let mut value: u64 = 0;

@@ -55,8 +55,8 @@ pub use config::{
 pub use encode::{FrameEncoder, WireMessage};
 pub use error::{BoxError, Error, Result};
 pub use frame::{
-    code, decode_frame, parse_subprotocol, peek_v1_header, subprotocol, ErrorBody, Frame, FrameType, Framing,
-    Kind, SUBPROTOCOL_PREFIX,
+    code, decode_frame, parse_subprotocol, peek_v1_header, subprotocol, with_id, ErrorBody, Frame, FrameType,
+    Framing, Kind, SUBPROTOCOL_PREFIX,
 };
 pub use legacy::LegacyParts;
 

@@ -34,7 +34,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use webmesh_codec::{
-    code, AnyCodec, Compression, Frame, FrameEncoder, FrameType, Framing, Kind, Limits, WireMessage,
+    code, AnyCodec, Compression, FrameEncoder, FrameType, Framing, Kind, Limits, WireMessage,
 };
 
 use crate::cancel::Cancel;
@@ -54,18 +54,12 @@ pub const DESCRIBE_WAIT: Duration = Duration::from_millis(300);
 /// a warning is logged).
 pub const BRIDGE_QUEUE: usize = 65_536;
 
-/// Header: the codec of a payload (`msgpack` or `json`).
+/// Header: the codec of a call's frame or a topic message, `json`; absent means `msgpack`.
 pub const HEADER_CODEC: &str = "Webmesh-Codec";
-/// Header: `notify` for a call that wants no answer.
-pub const HEADER_KIND: &str = "Webmesh-Kind";
-/// Header: the caller's remaining time budget in milliseconds.
-pub const HEADER_DEADLINE: &str = "Webmesh-Deadline-Ms";
 /// Header: the caller's identity, as JSON ([`Nats::forward_identity`]).
 pub const HEADER_IDENTITY: &str = "Webmesh-Identity";
 /// Header: the id of the node that sent the message.
 pub const HEADER_ORIGIN: &str = "Webmesh-Origin";
-/// Header on answers: `ok` or `error`.
-pub const HEADER_STATUS: &str = "Webmesh-Status";
 
 /// How a server joins a cluster: the NATS URL and options. `ServerBuilder::nats("nats://..")`
 /// takes a URL directly.
@@ -225,6 +219,10 @@ pub(crate) struct Link {
     node: String,
     identity: Option<IdentityCodec>,
     limits: Limits,
+    /// Frame encoders for calls on NATS: msgpack, JSON.
+    encoders: [FrameEncoder; 2],
+    /// The shared connections of forwarded calls without an identity: msgpack, JSON.
+    conns: [OnceLock<Connection>; 2],
     /// What this node serves, for the other nodes' introspection.
     local: OnceLock<NodeDescription>,
     /// Publishes that did not fit in the bridge queue.
@@ -232,7 +230,7 @@ pub(crate) struct Link {
 }
 
 /// Connects to NATS.
-pub(crate) async fn connect(cfg: &Nats, limits: Limits) -> Result<Arc<Link>, Error> {
+pub(crate) async fn connect(cfg: &Nats, limits: Limits, compression: Compression) -> Result<Arc<Link>, Error> {
     let node = format!("{:016x}", crate::topics::hub::new_epoch());
     let client = async_nats::ConnectOptions::new()
         .name(format!("webmesh node {node}"))
@@ -252,6 +250,11 @@ pub(crate) async fn connect(cfg: &Nats, limits: Limits) -> Result<Arc<Link>, Err
         node,
         identity: cfg.identity,
         limits,
+        encoders: [
+            FrameEncoder::new(Framing::V1, AnyCodec::MSGPACK, compression),
+            FrameEncoder::new(Framing::V1, AnyCodec::JSON, compression),
+        ],
+        conns: [OnceLock::new(), OnceLock::new()],
         local: OnceLock::new(),
         dropped: AtomicU64::new(0),
     }))
@@ -292,6 +295,15 @@ impl Link {
         })
     }
 
+    /// The encoder for frames on NATS in `codec`.
+    fn encoder(&self, codec: &AnyCodec) -> &FrameEncoder {
+        if codec.is_text() {
+            &self.encoders[1]
+        } else {
+            &self.encoders[0]
+        }
+    }
+
     async fn forward(&self, d: Dispatch) -> Option<WireMessage> {
         let path = d.frame.path().to_owned();
         if !self.connected() {
@@ -300,76 +312,95 @@ impl Link {
                 &format!("no route at {path} here, and the cluster (NATS) is unreachable"),
             );
         }
+        let codec = d.frame.codec().clone();
+        let notify = d.reply == ReplyTo::Nothing;
+        let wait = d
+            .deadline
+            .map_or(DEFAULT_FORWARD_TIMEOUT, |dl| dl.saturating_duration_since(Instant::now()));
+        // The call goes on as a v1 frame: the payload as it came, the caller's budget.
+        let (kind, id) = if notify { (Kind::Notify, 0) } else { (Kind::Call, 1) };
+        let payload = d.frame.payload_bytes().unwrap_or_else(|| codec.nil());
+        let budget = d.deadline.map(|_| wait).filter(|_| !notify);
+        let frame = match self.encoder(&codec).v1_raw_within(kind, id, &path, payload, budget) {
+            Ok(WireMessage::Binary(b)) => Bytes::from(b),
+            Ok(WireMessage::Text(_)) | Err(_) => {
+                return d.fail(code::INTERNAL, &format!("cannot forward the call to {path}"));
+            }
+        };
         let mut headers = HeaderMap::new();
-        headers.insert(HEADER_CODEC, d.frame.codec().name());
-        headers.insert(HEADER_ORIGIN, self.node.as_str());
-        if let (Some(identity), Some(codec)) = (d.conn.identity_any(), &self.identity) {
-            if let Some(json) = (codec.encode)(identity) {
+        if codec.is_text() {
+            headers.insert(HEADER_CODEC, codec.name());
+        }
+        if let (Some(identity), Some(ids)) = (d.conn.identity_any(), &self.identity) {
+            if let Some(json) = (ids.encode)(identity) {
                 headers.insert(HEADER_IDENTITY, json.as_str());
             }
         }
-        let payload =
-            Bytes::copy_from_slice(d.frame.payload_bytes().unwrap_or_else(|| d.frame.codec().nil()));
+        let headers = (!headers.is_empty()).then_some(headers);
         let subject = call_subject(&self.prefix, &path);
-        if d.reply == ReplyTo::Nothing {
-            headers.insert(HEADER_KIND, "notify");
-            if let Err(e) = self.client.publish_with_headers(subject, headers, payload).await {
+        if notify {
+            let sent = match headers {
+                Some(h) => self.client.publish_with_headers(subject, h, frame).await,
+                None => self.client.publish(subject, frame).await,
+            };
+            if let Err(e) = sent {
                 tracing::warn!(path, error = %e, "cannot forward a notify to the cluster");
             }
             return None;
         }
-        let wait = match d.deadline {
-            Some(deadline) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                headers.insert(HEADER_DEADLINE, left.as_millis().to_string().as_str());
-                left
-            }
-            None => DEFAULT_FORWARD_TIMEOUT,
-        };
-        let request = async_nats::Request::new()
-            .headers(headers)
-            .payload(payload)
-            .timeout(Some(wait));
+        // With a deadline, the server's driver ends the call when it passes (one timer per
+        // call, not two); without one, NATS waits at most the default.
+        let timeout = d.deadline.is_none().then_some(wait);
+        let mut request = async_nats::Request::new().payload(frame).timeout(timeout);
+        if let Some(h) = headers {
+            request = request.headers(h);
+        }
         match self.client.send_request(subject, request).await {
-            Ok(msg) => self.answer(&d, &path, &msg),
+            Ok(msg) => self.answer(&d, &path, &codec, msg.payload),
             Err(e) => match e.kind() {
                 async_nats::RequestErrorKind::NoResponders => match d.reply {
                     ReplyTo::Call(_) => d.fail(code::NOT_FOUND, &format!("no route at {path} on any node")),
                     // As a 0.1.2 server answers.
                     _ => d.encoder().reply(0, &path, "Path not found").ok().flatten(),
                 },
+                async_nats::RequestErrorKind::MaxPayloadExceeded => d.fail(
+                    code::BAD_REQUEST,
+                    &format!("the call to {path} is larger than the cluster's NATS max_payload: {e}"),
+                ),
                 async_nats::RequestErrorKind::TimedOut => d.fail(
                     code::DEADLINE_EXCEEDED,
                     &format!("the node serving {path} did not answer within {wait:?}"),
                 ),
-                _ => d.fail(
-                    code::UNAVAILABLE,
-                    &format!("cannot reach the node serving {path}: {e}"),
-                ),
+                _ => d.fail(code::UNAVAILABLE, &format!("cannot reach the node serving {path}: {e}")),
             },
         }
     }
 
-    /// The caller's answer, from a node's answer.
-    fn answer(&self, d: &Dispatch, path: &str, msg: &Message) -> Option<WireMessage> {
-        if msg.payload.len() > self.limits.max_frame_size {
+    /// The caller's answer, from a node's answer (a v1 REPLY or ERROR frame).
+    fn answer(&self, d: &Dispatch, path: &str, codec: &AnyCodec, answer: Bytes) -> Option<WireMessage> {
+        if answer.len() > self.limits.max_frame_size {
             return d.fail(
                 code::INTERNAL,
                 &format!("the answer from {path}'s node exceeds the frame limit"),
             );
         }
-        let ok = header(msg, HEADER_STATUS) != Some("error");
         match d.reply {
-            ReplyTo::Call(id) => {
-                let kind = if ok { Kind::Reply } else { Kind::Error };
-                d.encoder().v1_raw(kind, id, path, &msg.payload).ok()
-            }
-            // 0.1.2: no reply for an error, nor for null.
-            ReplyTo::Legacy if ok => {
-                let value: Value = d.frame.codec().decode(&msg.payload).ok()?;
+            // The same frame, with the caller's id.
+            ReplyTo::Call(id) => match webmesh_codec::with_id(&answer, id) {
+                Ok(bytes) => Some(WireMessage::Binary(bytes)),
+                Err(e) => d.fail(code::INTERNAL, &format!("an answer from {path}'s node is not a frame: {e}")),
+            },
+            // 0.1.2: the value as a reply; nothing for an error, nor for null.
+            ReplyTo::Legacy => {
+                let frame =
+                    webmesh_codec::decode_frame(Framing::V1, codec, &self.limits, FrameType::Binary, answer).ok()?;
+                if frame.kind() != Kind::Reply {
+                    return None;
+                }
+                let value: Value = frame.decode().ok()?;
                 d.encoder().reply(0, path, &value).ok().flatten()
             }
-            ReplyTo::Legacy | ReplyTo::Nothing => None,
+            ReplyTo::Nothing => None,
         }
     }
 
@@ -480,7 +511,7 @@ async fn serve(link: Arc<Link>, shared: Arc<Shared>) -> Result<(), async_nats::S
         tokio::select! {
             Some(msg) = calls.next() => {
                 let Some(path) = by_subject.get(msg.subject.as_str()).cloned() else { continue };
-                tokio::spawn(serve_call(link.clone(), shared.clone(), path, msg));
+                serve_call(&link, &shared, path, msg).await;
             }
             Some(msg) = topics.next() => {
                 if header(&msg, HEADER_ORIGIN) == Some(link.node.as_str()) {
@@ -529,169 +560,179 @@ fn receive_topic(shared: &Shared, path: Option<String>, msg: &Message) {
     }
 }
 
-/// Runs a call another node forwarded, and answers it.
-async fn serve_call(link: Arc<Link>, shared: Arc<Shared>, path: String, msg: Message) {
-    let reply_to = msg.reply.clone();
-    let (status, payload) = match run_call(&link, &shared, &path, &msg).await {
-        Some(Ok(payload)) => ("ok", payload),
-        Some(Err(body)) => ("error", body),
-        None => return,
+/// Sends a forwarded call's answer back to the node that forwarded it.
+async fn respond(link: &Link, reply_to: Option<async_nats::Subject>, answer: Option<WireMessage>, path: &str) {
+    let (Some(reply_to), Some(answer)) = (reply_to, answer) else {
+        return;
     };
-    let Some(reply_to) = reply_to else { return };
-    let mut headers = HeaderMap::new();
-    headers.insert(HEADER_STATUS, status);
-    headers.insert(HEADER_ORIGIN, link.node.as_str());
-    if let Err(e) = link.client.publish_with_headers(reply_to, headers, payload).await {
+    let bytes = match answer {
+        WireMessage::Binary(b) => Bytes::from(b),
+        WireMessage::Text(t) => Bytes::from(t),
+    };
+    if let Err(e) = link.client.publish(reply_to, bytes).await {
         tracing::warn!(path, error = %e, "cannot answer a forwarded call");
     }
 }
 
-/// The call's outcome: the reply's payload, or an error body; `None` for a notify.
-async fn run_call(
-    link: &Link,
-    shared: &Arc<Shared>,
-    path: &str,
-    msg: &Message,
-) -> Option<Result<Bytes, Bytes>> {
-    let notify = msg.reply.is_none() || header(msg, HEADER_KIND) == Some("notify");
+/// Runs a call another node forwarded, and answers it. A handler that finishes at once (most
+/// do) is run here, in the loop, as the driver of a socket does; one that waits goes on in a
+/// task of its own, under its deadline.
+async fn serve_call(link: &Arc<Link>, shared: &Arc<Shared>, path: String, msg: Message) {
+    let mut call = match prepare(link, shared, &path, &msg) {
+        Ok(call) => call,
+        Err(answer) => return respond(link, msg.reply, answer, &path).await,
+    };
+    match call.poll_once() {
+        Some(answer) => {
+            let answer = call.outcome(answer);
+            respond(link, msg.reply, answer, &path).await;
+        }
+        None => {
+            let link = link.clone();
+            tokio::spawn(async move {
+                let answer = call.finish().await;
+                respond(&link, msg.reply, answer, &path).await;
+            });
+        }
+    }
+}
+
+/// A forwarded call on its way: the handler's future and how to answer.
+struct Prepared {
+    fut: crate::server::handler::BoxFuture<Option<WireMessage>>,
+    path: String,
+    notify: bool,
+    id: u64,
+    enc: FrameEncoder,
+    deadline: Option<Instant>,
+    cancel: Arc<Cancel>,
+}
+
+impl Prepared {
+    fn fail(&self, code: &str, message: &str) -> Option<WireMessage> {
+        if self.notify {
+            tracing::warn!(path = self.path, code, "forwarded notify failed: {message}");
+            return None;
+        }
+        self.enc.error_plain(self.id, code, message).ok().flatten()
+    }
+
+    /// The answer, from what the handler gave (`Err`: it panicked).
+    fn outcome(&self, answer: Result<Option<WireMessage>, ()>) -> Option<WireMessage> {
+        match answer {
+            Ok(_) if self.notify => None,
+            Ok(Some(answer)) => Some(answer),
+            Ok(None) => self.fail(code::INTERNAL, "the handler gave no answer"),
+            Err(()) => {
+                tracing::error!(path = self.path, "handler panicked (forwarded call)");
+                self.fail(code::INTERNAL, &format!("handler for {} panicked", self.path))
+            }
+        }
+    }
+
+    /// Polls the handler once, here: its answer if it is done (`Err`: it panicked).
+    fn poll_once(&mut self) -> Option<Result<Option<WireMessage>, ()>> {
+        let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.fut.as_mut().poll(&mut cx))) {
+            Ok(std::task::Poll::Ready(answer)) => Some(Ok(answer)),
+            Ok(std::task::Poll::Pending) => None,
+            Err(_) => Some(Err(())),
+        }
+    }
+
+    /// Runs the handler to its end, within the call's deadline (after a first poll: the task
+    /// polls it again as it starts, so no wake-up is lost).
+    async fn finish(mut self) -> Option<WireMessage> {
+        let fut = std::mem::replace(&mut self.fut, Box::pin(async { None }));
+        let run = std::panic::AssertUnwindSafe(fut).catch_unwind();
+        let answer = match self.deadline {
+            Some(d) => match tokio::time::timeout_at(d.into(), run).await {
+                Ok(done) => done,
+                Err(_) => {
+                    self.cancel.cancel();
+                    let message = format!("the handler for {} ran past the call's deadline", self.path);
+                    return self.fail(code::DEADLINE_EXCEEDED, &message);
+                }
+            },
+            None => run.await,
+        };
+        self.outcome(answer.map_err(drop))
+    }
+}
+
+/// Reads a forwarded call and starts its handler; `Err` holds the answer when it cannot run.
+fn prepare(link: &Link, shared: &Arc<Shared>, path: &str, msg: &Message) -> Result<Prepared, Option<WireMessage>> {
+    let answers = msg.reply.is_some();
     let Some(codec) = codec_named(header(msg, HEADER_CODEC)) else {
-        return Some(Err(error_body(
-            &AnyCodec::MSGPACK,
-            code::BAD_REQUEST,
-            "unknown Webmesh-Codec",
-        )));
+        let enc = &link.encoders[0];
+        return Err(enc.error_plain(1, code::BAD_REQUEST, "unknown Webmesh-Codec").ok().flatten());
     };
-    let fail = |code: &str, message: &str| Some(Err(error_body(&codec, code, message)));
-    let frame = match call_frame(shared, &codec, path, &msg.payload, notify) {
-        Ok(f) => f,
-        Err(e) => return fail(code::BAD_REQUEST, &e.to_string()),
+    let enc = link.encoder(&codec).clone();
+    let id = webmesh_codec::peek_v1_header(&msg.payload).map_or(1, |(_, id)| id.max(1));
+    let fail = |code: &str, message: &str| {
+        if answers {
+            enc.error_plain(id, code, message).ok().flatten()
+        } else {
+            tracing::warn!(path, code, "forwarded notify failed: {message}");
+            None
+        }
     };
-    let Some(handler) = shared.router.get_local(path).cloned() else {
-        return fail(code::NOT_FOUND, &format!("no route at {path} on this node"));
+    let frame = webmesh_codec::decode_frame(
+        Framing::V1,
+        &codec,
+        &shared.limits,
+        FrameType::Binary,
+        msg.payload.clone(),
+    )
+    .map_err(|e| fail(code::BAD_REQUEST, &e.to_string()))?;
+    let notify = match frame.kind() {
+        Kind::Call if frame.id() != 0 => !answers,
+        Kind::Notify => true,
+        other => return Err(fail(code::BAD_REQUEST, &format!("a {other:?} frame is not a call"))),
+    };
+    if frame.path() != path {
+        return Err(fail(code::BAD_REQUEST, "the frame's path is not the subject's"));
+    }
+    let Some(handler) = shared.router.get_local(path) else {
+        return Err(fail(code::NOT_FOUND, &format!("no route at {path} on this node")));
     };
     let identity = header(msg, HEADER_IDENTITY).and_then(|json| (link.identity?.decode)(json));
-    let origin = header(msg, HEADER_ORIGIN).unwrap_or("?").to_owned();
-    let conn = forwarded_connection(shared, &codec, identity, origin);
-    let deadline = match header(msg, HEADER_DEADLINE).and_then(|ms| ms.parse::<u64>().ok()) {
-        Some(ms) => Some(Duration::from_millis(ms)),
-        None => shared.default_deadline,
-    }
-    .map(|left| Instant::now() + left);
+    let conn = link.connection(shared, &codec, identity);
+    let deadline = frame
+        .budget()
+        .or(shared.default_deadline)
+        .map(|left| Instant::now() + left);
     let cancel = Arc::new(Cancel::default());
     let dispatch = Dispatch {
         frame,
         conn,
-        reply: if notify {
-            ReplyTo::Nothing
-        } else {
-            ReplyTo::Call(1)
-        },
+        reply: if notify { ReplyTo::Nothing } else { ReplyTo::Call(id) },
         deadline,
         cancel: cancel.clone(),
     };
-    let run = std::panic::AssertUnwindSafe(async move { handler(dispatch).await }).catch_unwind();
-    let outcome = match deadline {
-        Some(d) => match tokio::time::timeout_at(d.into(), run).await {
-            Ok(done) => done,
-            Err(_) => {
-                cancel.cancel();
-                return (!notify).then(|| {
-                    Err(error_body(
-                        &codec,
-                        code::DEADLINE_EXCEEDED,
-                        &format!("the handler for {path} ran past the call's deadline"),
-                    ))
-                });
-            }
-        },
-        None => run.await,
-    };
-    let answer = match outcome {
-        Ok(answer) => answer,
-        Err(_) => {
-            tracing::error!(path, "handler panicked (forwarded call)");
-            return (!notify).then(|| {
-                Err(error_body(
-                    &codec,
-                    code::INTERNAL,
-                    &format!("handler for {path} panicked"),
-                ))
-            });
-        }
-    };
-    if notify {
-        return None;
-    }
-    let Some(answer) = answer else {
-        return fail(code::INTERNAL, "the handler gave no answer");
-    };
-    // The answer is a v1 REPLY or ERROR frame for id 1: its payload is what travels back.
-    let bytes = Bytes::copy_from_slice(answer.as_bytes());
-    let unbounded = Limits::default()
-        .max_frame_size(usize::MAX)
-        .max_inflated_size(usize::MAX);
-    match webmesh_codec::decode_frame(Framing::V1, &codec, &unbounded, FrameType::Binary, bytes) {
-        Ok(f) => {
-            let payload = Bytes::copy_from_slice(f.payload_bytes().unwrap_or_else(|| codec.nil()));
-            Some(if f.kind() == Kind::Error {
-                Err(payload)
-            } else {
-                Ok(payload)
-            })
-        }
-        Err(e) => fail(code::INTERNAL, &format!("cannot read the handler's answer: {e}")),
-    }
-}
-
-/// The forwarded payload as a frame, within the server's limits.
-fn call_frame(
-    shared: &Shared,
-    codec: &AnyCodec,
-    path: &str,
-    payload: &[u8],
-    notify: bool,
-) -> Result<Frame, Error> {
-    let kind = if notify { Kind::Notify } else { Kind::Call };
-    let id = u64::from(!notify);
-    let wire =
-        FrameEncoder::new(Framing::V1, codec.clone(), Compression::none()).v1_raw(kind, id, path, payload)?;
-    let bytes = Bytes::copy_from_slice(wire.as_bytes());
-    Ok(webmesh_codec::decode_frame(
-        Framing::V1,
-        codec,
-        &shared.limits,
-        FrameType::Binary,
-        bytes,
-    )?)
-}
-
-/// An ERROR body `{code, message}` in `codec`.
-fn error_body(codec: &AnyCodec, code: &str, message: &str) -> Bytes {
-    let mut out = Vec::new();
-    let body = webmesh_codec::ErrorBody::<()> {
-        code: code.into(),
-        message: message.into(),
-        data: None,
-    };
-    let _ = codec.encode(&body, &mut out);
-    out.into()
+    let fut = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(dispatch)))
+        .map_err(|_| fail(code::INTERNAL, &format!("handler for {path} panicked")))?;
+    Ok(Prepared {
+        fut,
+        path: path.to_owned(),
+        notify,
+        id,
+        enc,
+        deadline,
+        cancel,
+    })
 }
 
 /// The connection a forwarded call's handler sees: no socket (pushes to it fail), the
 /// forwarded identity, the server's state.
-fn forwarded_connection(
-    shared: &Shared,
-    codec: &AnyCodec,
-    identity: Option<AnyIdentity>,
-    origin: String,
-) -> Connection {
+fn forwarded_connection(shared: &Shared, codec: &AnyCodec, identity: Option<AnyIdentity>) -> Connection {
     let (tx, _) = mpsc::channel(1);
     Connection::new(
         Accepted {
             id: shared.next_id.fetch_add(1, Ordering::Relaxed),
             peer: None,
             path: String::new(),
-            headers: vec![("webmesh-origin".into(), origin)],
+            headers: Vec::new(),
             encoder: FrameEncoder::new(Framing::V1, codec.clone(), shared.compression),
             server_state: shared.states.clone(),
             peer_certificates: None,
@@ -701,6 +742,18 @@ fn forwarded_connection(
         },
         tx,
     )
+}
+
+impl Link {
+    /// A connection for a forwarded call: one per codec, shared, when the call carries no
+    /// identity (most calls); a new one with its identity otherwise.
+    fn connection(&self, shared: &Shared, codec: &AnyCodec, identity: Option<AnyIdentity>) -> Connection {
+        if identity.is_some() {
+            return forwarded_connection(shared, codec, identity);
+        }
+        let slot = &self.conns[usize::from(codec.is_text())];
+        slot.get_or_init(|| forwarded_connection(shared, codec, None)).clone()
+    }
 }
 
 #[cfg(test)]

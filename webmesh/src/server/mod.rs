@@ -584,7 +584,7 @@ impl ServerBuilder {
                     "a fallback and a cluster both answer paths without a route: choose one".into(),
                 ));
             }
-            Some(cfg) => Some(crate::cluster::connect(cfg, self.limits).await?),
+            Some(cfg) => Some(crate::cluster::connect(cfg, self.limits, self.compression).await?),
             None => None,
         };
         #[cfg(not(feature = "nats"))]
