@@ -145,7 +145,11 @@ where
     }
     let secs = started.elapsed().as_secs_f64();
     all.sort_unstable();
-    let q = |p: f64| all.get(((all.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0);
+    let q = |p: f64| {
+        all.get(((all.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or(0)
+    };
     Ok(Sample {
         ops: all.len() as u64,
         secs,
@@ -154,7 +158,10 @@ where
     })
 }
 
-async fn node(nats: &str, builder: webmesh::ServerBuilder) -> Result<(webmesh::ServerHandle, String), String> {
+async fn node(
+    nats: &str,
+    builder: webmesh::ServerBuilder,
+) -> Result<(webmesh::ServerHandle, String), String> {
     let server = builder
         .registered_routes(false)
         .nats(nats)
@@ -203,8 +210,12 @@ async fn nats_direct(url: &str, sizes: Sizes) -> Result<Sample, String> {
     let serving = tokio::spawn(async move {
         while let Some(msg) = sub.next().await {
             // Decoded and encoded as a service would: the same work as a webmesh handler.
-            let Ok(value) = rmp_serde::from_slice::<Small>(&msg.payload) else { continue };
-            let Ok(body) = rmp_serde::to_vec(&value) else { continue };
+            let Ok(value) = rmp_serde::from_slice::<Small>(&msg.payload) else {
+                continue;
+            };
+            let Ok(body) = rmp_serde::to_vec(&value) else {
+                continue;
+            };
             if let Some(reply) = msg.reply {
                 let _ = answering.publish(reply, body.into()).await;
             }
@@ -238,7 +249,9 @@ async fn calls(url: &str, sizes: Sizes, forwarded: bool) -> Result<Sample, Strin
     let (front, front_url) = node(url, webmesh::Server::builder()).await?;
     until_nodes(&front_url, 2).await?;
     let target = if forwarded { front_url } else { serving_url };
-    let client = webmesh::Client::connect(&target).await.map_err(|e| e.to_string())?;
+    let client = webmesh::Client::connect(&target)
+        .await
+        .map_err(|e| e.to_string())?;
     let sample = drive(sizes.in_flight, sizes.secs, move || {
         let client = client.clone();
         async move {
@@ -264,7 +277,9 @@ async fn fanout(url: &str, sizes: Sizes, cross: bool) -> Result<Sample, String> 
     let received = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..sizes.subscribers {
-        let client = webmesh::Client::connect(sub_url).await.map_err(|e| e.to_string())?;
+        let client = webmesh::Client::connect(sub_url)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut sub = client
             .subscribe::<ClusterTick>()
             .await
@@ -330,7 +345,11 @@ pub(crate) fn report(sizes: Sizes, rows: &[(System, Vec<Sample>)], quick: bool) 
         for (s, samples) in rows {
             let ops: u64 = samples.iter().map(|x| x.ops).sum();
             let expected = sizes.burst * sizes.subscribers as u64 * samples.len() as u64;
-            let lost = if s.is_fanout() { expected.saturating_sub(ops) } else { 0 };
+            let lost = if s.is_fanout() {
+                expected.saturating_sub(ops)
+            } else {
+                0
+            };
             println!("- {}: {ops} ops, {lost} lost", s.name());
         }
         return;
@@ -348,7 +367,13 @@ pub(crate) fn report(sizes: Sizes, rows: &[(System, Vec<Sample>)], quick: bool) 
             (Some(a), false) if rate > 0.0 => format!("{:.2}", a / rate),
             _ => "–".into(),
         };
-        let lat = |v: f64| if s.is_fanout() { "–".into() } else { format!("{v:.0}") };
+        let lat = |v: f64| {
+            if s.is_fanout() {
+                "–".into()
+            } else {
+                format!("{v:.0}")
+            }
+        };
         println!(
             "| {} | {:.0} | {:.2} | {} | {} | {ratio} |",
             s.name(),

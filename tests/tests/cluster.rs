@@ -345,7 +345,13 @@ async fn the_callers_identity_travels_and_the_serving_nodes_limits_apply() {
         assert_eq!(too_big.remote_code(), Some("bad_request"), "{what}: {too_big}");
     }
     // Compressible, inflating within the limit: fine.
-    assert_eq!(client.call_path::<usize>("/size", &"y".repeat(3000)).await.unwrap(), 3000);
+    assert_eq!(
+        client
+            .call_path::<usize>("/size", &"y".repeat(3000))
+            .await
+            .unwrap(),
+        3000
+    );
     front.shutdown().await;
     serving.shutdown().await;
 }

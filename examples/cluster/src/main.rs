@@ -54,7 +54,9 @@ fn start_nats() -> Result<Nats, String> {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .map_err(|e| format!("cannot start nats-server ({e}): install it with `apt-get install nats-server`"))?;
+        .map_err(|e| {
+            format!("cannot start nats-server ({e}): install it with `apt-get install nats-server`")
+        })?;
     for _ in 0..500 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return Ok(Nats(child, format!("nats://127.0.0.1:{port}")));
@@ -80,7 +82,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let nats = start_nats()?;
     println!("nats-server on {}", nats.1);
 
-    let (a, url_a) = node(&nats.1, Server::builder().on("/a/ping", |_: ()| async { "pong from A" })).await?;
+    let (a, url_a) = node(
+        &nats.1,
+        Server::builder().on("/a/ping", |_: ()| async { "pong from A" }),
+    )
+    .await?;
     let (b, _) = node(&nats.1, Server::builder()).await?;
     let (c, url_c) = node(
         &nats.1,

@@ -230,7 +230,11 @@ pub(crate) struct Link {
 }
 
 /// Connects to NATS.
-pub(crate) async fn connect(cfg: &Nats, limits: Limits, compression: Compression) -> Result<Arc<Link>, Error> {
+pub(crate) async fn connect(
+    cfg: &Nats,
+    limits: Limits,
+    compression: Compression,
+) -> Result<Arc<Link>, Error> {
     let node = format!("{:016x}", crate::topics::hub::new_epoch());
     let client = async_nats::ConnectOptions::new()
         .name(format!("webmesh node {node}"))
@@ -314,14 +318,21 @@ impl Link {
         }
         let codec = d.frame.codec().clone();
         let notify = d.reply == ReplyTo::Nothing;
-        let wait = d
-            .deadline
-            .map_or(DEFAULT_FORWARD_TIMEOUT, |dl| dl.saturating_duration_since(Instant::now()));
+        let wait = d.deadline.map_or(DEFAULT_FORWARD_TIMEOUT, |dl| {
+            dl.saturating_duration_since(Instant::now())
+        });
         // The call goes on as a v1 frame: the payload as it came, the caller's budget.
-        let (kind, id) = if notify { (Kind::Notify, 0) } else { (Kind::Call, 1) };
+        let (kind, id) = if notify {
+            (Kind::Notify, 0)
+        } else {
+            (Kind::Call, 1)
+        };
         let payload = d.frame.payload_bytes().unwrap_or_else(|| codec.nil());
         let budget = d.deadline.map(|_| wait).filter(|_| !notify);
-        let frame = match self.encoder(&codec).v1_raw_within(kind, id, &path, payload, budget) {
+        let frame = match self
+            .encoder(&codec)
+            .v1_raw_within(kind, id, &path, payload, budget)
+        {
             Ok(WireMessage::Binary(b)) => Bytes::from(b),
             Ok(WireMessage::Text(_)) | Err(_) => {
                 return d.fail(code::INTERNAL, &format!("cannot forward the call to {path}"));
@@ -371,7 +382,10 @@ impl Link {
                     code::DEADLINE_EXCEEDED,
                     &format!("the node serving {path} did not answer within {wait:?}"),
                 ),
-                _ => d.fail(code::UNAVAILABLE, &format!("cannot reach the node serving {path}: {e}")),
+                _ => d.fail(
+                    code::UNAVAILABLE,
+                    &format!("cannot reach the node serving {path}: {e}"),
+                ),
             },
         }
     }
@@ -388,12 +402,16 @@ impl Link {
             // The same frame, with the caller's id.
             ReplyTo::Call(id) => match webmesh_codec::with_id(&answer, id) {
                 Ok(bytes) => Some(WireMessage::Binary(bytes)),
-                Err(e) => d.fail(code::INTERNAL, &format!("an answer from {path}'s node is not a frame: {e}")),
+                Err(e) => d.fail(
+                    code::INTERNAL,
+                    &format!("an answer from {path}'s node is not a frame: {e}"),
+                ),
             },
             // 0.1.2: the value as a reply; nothing for an error, nor for null.
             ReplyTo::Legacy => {
                 let frame =
-                    webmesh_codec::decode_frame(Framing::V1, codec, &self.limits, FrameType::Binary, answer).ok()?;
+                    webmesh_codec::decode_frame(Framing::V1, codec, &self.limits, FrameType::Binary, answer)
+                        .ok()?;
                 if frame.kind() != Kind::Reply {
                     return None;
                 }
@@ -561,7 +579,12 @@ fn receive_topic(shared: &Shared, path: Option<String>, msg: &Message) {
 }
 
 /// Sends a forwarded call's answer back to the node that forwarded it.
-async fn respond(link: &Link, reply_to: Option<async_nats::Subject>, answer: Option<WireMessage>, path: &str) {
+async fn respond(
+    link: &Link,
+    reply_to: Option<async_nats::Subject>,
+    answer: Option<WireMessage>,
+    path: &str,
+) {
     let (Some(reply_to), Some(answer)) = (reply_to, answer) else {
         return;
     };
@@ -661,11 +684,19 @@ impl Prepared {
 }
 
 /// Reads a forwarded call and starts its handler; `Err` holds the answer when it cannot run.
-fn prepare(link: &Link, shared: &Arc<Shared>, path: &str, msg: &Message) -> Result<Prepared, Option<WireMessage>> {
+fn prepare(
+    link: &Link,
+    shared: &Arc<Shared>,
+    path: &str,
+    msg: &Message,
+) -> Result<Prepared, Option<WireMessage>> {
     let answers = msg.reply.is_some();
     let Some(codec) = codec_named(header(msg, HEADER_CODEC)) else {
         let enc = &link.encoders[0];
-        return Err(enc.error_plain(1, code::BAD_REQUEST, "unknown Webmesh-Codec").ok().flatten());
+        return Err(enc
+            .error_plain(1, code::BAD_REQUEST, "unknown Webmesh-Codec")
+            .ok()
+            .flatten());
     };
     let enc = link.encoder(&codec).clone();
     let id = webmesh_codec::peek_v1_header(&msg.payload).map_or(1, |(_, id)| id.max(1));
@@ -688,7 +719,12 @@ fn prepare(link: &Link, shared: &Arc<Shared>, path: &str, msg: &Message) -> Resu
     let notify = match frame.kind() {
         Kind::Call if frame.id() != 0 => !answers,
         Kind::Notify => true,
-        other => return Err(fail(code::BAD_REQUEST, &format!("a {other:?} frame is not a call"))),
+        other => {
+            return Err(fail(
+                code::BAD_REQUEST,
+                &format!("a {other:?} frame is not a call"),
+            ))
+        }
     };
     if frame.path() != path {
         return Err(fail(code::BAD_REQUEST, "the frame's path is not the subject's"));
@@ -706,7 +742,11 @@ fn prepare(link: &Link, shared: &Arc<Shared>, path: &str, msg: &Message) -> Resu
     let dispatch = Dispatch {
         frame,
         conn,
-        reply: if notify { ReplyTo::Nothing } else { ReplyTo::Call(id) },
+        reply: if notify {
+            ReplyTo::Nothing
+        } else {
+            ReplyTo::Call(id)
+        },
         deadline,
         cancel: cancel.clone(),
     };
@@ -752,7 +792,8 @@ impl Link {
             return forwarded_connection(shared, codec, identity);
         }
         let slot = &self.conns[usize::from(codec.is_text())];
-        slot.get_or_init(|| forwarded_connection(shared, codec, None)).clone()
+        slot.get_or_init(|| forwarded_connection(shared, codec, None))
+            .clone()
     }
 }
 
