@@ -80,44 +80,6 @@ pub(crate) struct ClusterTick {
     n: u64,
 }
 
-/// `nats-server` on a free port, killed when dropped.
-struct NatsServer {
-    child: std::process::Child,
-    url: String,
-}
-
-impl NatsServer {
-    fn start() -> Result<Self, String> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
-        let child = std::process::Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start nats-server (apt-get install nats-server): {e}"))?;
-        for _ in 0..1000 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Ok(NatsServer {
-                    child,
-                    url: format!("nats://127.0.0.1:{port}"),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Err("nats-server did not listen within 10 s".into())
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Runs `call` from `in_flight` tasks until `secs` have passed.
 async fn drive<F, Fut>(in_flight: usize, secs: f64, call: F) -> Result<Sample, String>
 where
@@ -187,12 +149,16 @@ async fn until_nodes(url: &str, n: usize) -> Result<(), String> {
 }
 
 pub(crate) async fn run(system: System, sizes: Sizes) -> Result<Sample, String> {
-    let nats = NatsServer::start()?;
+    // The tests' helper: a free port, stopped when dropped.
+    let nats = tokio::task::spawn_blocking(webmesh_tests::NatsServer::start)
+        .await
+        .map_err(|e| format!("cannot start nats-server (apt-get install nats-server): {e}"))?;
+    let url = nats.url();
     match system {
-        System::NatsDirect => nats_direct(&nats.url, sizes).await,
-        System::Local | System::Forwarded => calls(&nats.url, sizes, system == System::Forwarded).await,
+        System::NatsDirect => nats_direct(&url, sizes).await,
+        System::Local | System::Forwarded => calls(&url, sizes, system == System::Forwarded).await,
         System::FanoutLocal | System::FanoutCrossNode => {
-            fanout(&nats.url, sizes, system == System::FanoutCrossNode).await
+            fanout(&url, sizes, system == System::FanoutCrossNode).await
         }
     }
 }
