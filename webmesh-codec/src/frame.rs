@@ -264,6 +264,12 @@ impl Frame {
         }
     }
 
+    /// The frame's bytes exactly as they arrived, for a v1 frame that was not compressed (to pass
+    /// it on unchanged); `None` otherwise.
+    pub fn v1_bytes(&self) -> Option<&Bytes> {
+        (self.kind != Kind::Legacy && !self.compressed).then_some(&self.buf)
+    }
+
     /// The encoded payload bytes, when they sit apart in the frame (always, for the built-in
     /// codecs; `None` for an absent legacy `data`).
     pub fn payload_bytes(&self) -> Option<&[u8]> {

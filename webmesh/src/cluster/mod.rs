@@ -321,21 +321,31 @@ impl Link {
         let wait = d.deadline.map_or(DEFAULT_FORWARD_TIMEOUT, |dl| {
             dl.saturating_duration_since(Instant::now())
         });
-        // The call goes on as a v1 frame: the payload as it came, the caller's budget.
-        let (kind, id) = if notify {
-            (Kind::Notify, 0)
-        } else {
-            (Kind::Call, 1)
-        };
-        let payload = d.frame.payload_bytes().unwrap_or_else(|| codec.nil());
-        let budget = d.deadline.map(|_| wait).filter(|_| !notify);
-        let frame = match self
-            .encoder(&codec)
-            .v1_raw_within(kind, id, &path, payload, budget)
-        {
-            Ok(WireMessage::Binary(b)) => Bytes::from(b),
-            Ok(WireMessage::Text(_)) | Err(_) => {
-                return d.fail(code::INTERNAL, &format!("cannot forward the call to {path}"));
+        // The call goes on as a v1 frame: a v1 client's own frame as it came (its id, its
+        // budget), else one made with the payload as it came and this server's budget.
+        let original = d
+            .frame
+            .v1_bytes()
+            .filter(|_| matches!(d.frame.kind(), Kind::Call | Kind::Notify));
+        let (frame, as_sent) = match original {
+            Some(bytes) => (bytes.clone(), true),
+            None => {
+                let (kind, id) = if notify {
+                    (Kind::Notify, 0)
+                } else {
+                    (Kind::Call, 1)
+                };
+                let payload = d.frame.payload_bytes().unwrap_or_else(|| codec.nil());
+                let budget = d.deadline.map(|_| wait).filter(|_| !notify);
+                match self
+                    .encoder(&codec)
+                    .v1_raw_within(kind, id, &path, payload, budget)
+                {
+                    Ok(WireMessage::Binary(b)) => (Bytes::from(b), false),
+                    Ok(WireMessage::Text(_)) | Err(_) => {
+                        return d.fail(code::INTERNAL, &format!("cannot forward the call to {path}"));
+                    }
+                }
             }
         };
         let mut headers = HeaderMap::new();
@@ -367,7 +377,7 @@ impl Link {
             request = request.headers(h);
         }
         match self.client.send_request(subject, request).await {
-            Ok(msg) => self.answer(&d, &path, &codec, msg.payload),
+            Ok(msg) => self.answer(&d, &path, &codec, msg.payload, as_sent),
             Err(e) => match e.kind() {
                 async_nats::RequestErrorKind::NoResponders => match d.reply {
                     ReplyTo::Call(_) => d.fail(code::NOT_FOUND, &format!("no route at {path} on any node")),
@@ -391,7 +401,14 @@ impl Link {
     }
 
     /// The caller's answer, from a node's answer (a v1 REPLY or ERROR frame).
-    fn answer(&self, d: &Dispatch, path: &str, codec: &AnyCodec, answer: Bytes) -> Option<WireMessage> {
+    fn answer(
+        &self,
+        d: &Dispatch,
+        path: &str,
+        codec: &AnyCodec,
+        answer: Bytes,
+        as_sent: bool,
+    ) -> Option<WireMessage> {
         if answer.len() > self.limits.max_frame_size {
             return d.fail(
                 code::INTERNAL,
@@ -400,6 +417,8 @@ impl Link {
         }
         match d.reply {
             // The same frame, with the caller's id.
+            // The caller's frame went as it was: the answer has its id already.
+            ReplyTo::Call(_) if as_sent => Some(WireMessage::Binary(answer.to_vec())),
             ReplyTo::Call(id) => match webmesh_codec::with_id(&answer, id) {
                 Ok(bytes) => Some(WireMessage::Binary(bytes)),
                 Err(e) => d.fail(
