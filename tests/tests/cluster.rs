@@ -261,6 +261,9 @@ async fn a_nats_outage_makes_remote_calls_unavailable_until_it_is_back() {
     until_nodes(&url, 2).await;
     let client = Client::connect(&url).await.unwrap();
     assert_eq!(client.call_path::<u32>("/far", &1).await.unwrap(), 2);
+    // A subscriber on this node: what other nodes publish during the outage cannot reach it,
+    // and it is told so.
+    let mut news = client.subscribe::<News>().await.unwrap();
 
     tokio::task::block_in_place(|| nats.stop());
     let mut last = None;
@@ -289,6 +292,11 @@ async fn a_nats_outage_makes_remote_calls_unavailable_until_it_is_back() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert!(back, "calls work again once NATS is back");
+    use futures_util::StreamExt;
+    match tokio::time::timeout(Duration::from_secs(10), news.next()).await {
+        Ok(Some(Event::Gap { path, missed, .. })) => assert_eq!((path, missed), (None, None)),
+        other => panic!("expected a gap notice after the outage, got {other:?}"),
+    }
     near.shutdown().await;
     far.shutdown().await;
 }

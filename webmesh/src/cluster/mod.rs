@@ -13,9 +13,10 @@
 //!   reaches the subscribers on every other node. Each node numbers the messages it delivers
 //!   itself, so order per publisher, lag notices and gaps hold per node as documented for
 //!   topics. Across nodes, delivery is NATS core's: at most once. A node that loses its broker
-//!   connection misses what other nodes publish meanwhile, and nothing tells its subscribers
-//!   (see `docs/CLUSTER.md`). Group and "everyone but" pushes stay on their node (groups are
-//!   sets of that node's connections).
+//!   connection misses what other nodes publish meanwhile; when it is back, each of its
+//!   subscriptions gets a gap notice (no path, no count), so the loss is never silent (see
+//!   `docs/CLUSTER.md`). Group and "everyone but" pushes stay on their node (groups are sets of
+//!   that node's connections).
 //! - **Introspection**: the introspection route lists every node that answers, with its routes
 //!   and topics ([`Description::cluster`](crate::Description::cluster)).
 //!
@@ -58,6 +59,9 @@ pub const BRIDGE_QUEUE: usize = 65_536;
 pub const HEADER_CODEC: &str = "Webmesh-Codec";
 /// Header: the caller's identity, as JSON ([`Nats::forward_identity`]).
 pub const HEADER_IDENTITY: &str = "Webmesh-Identity";
+/// Header on a topic message: how many publishes its node could not send to the cluster just
+/// before it (its bridge queue was full). Receivers tell their subscribers of a gap.
+pub const HEADER_DROPPED: &str = "Webmesh-Dropped";
 /// Header: the id of the node that sent the message.
 pub const HEADER_ORIGIN: &str = "Webmesh-Origin";
 
@@ -223,6 +227,8 @@ pub(crate) struct Link {
     encoders: [FrameEncoder; 2],
     /// The shared connections of forwarded calls without an identity: msgpack, JSON.
     conns: [OnceLock<Connection>; 2],
+    /// The topics of this node (set once it is built), for the gap notices of an outage.
+    hub: Arc<OnceLock<Arc<crate::topics::hub::Hub>>>,
     /// What this node serves, for the other nodes' introspection.
     local: OnceLock<NodeDescription>,
     /// Publishes that did not fit in the bridge queue.
@@ -236,7 +242,14 @@ pub(crate) async fn connect(
     compression: Compression,
 ) -> Result<Arc<Link>, Error> {
     let node = format!("{:016x}", crate::topics::hub::new_epoch());
+    let hub: Arc<OnceLock<Arc<crate::topics::hub::Hub>>> = Arc::default();
+    let was_down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let events = (hub.clone(), was_down);
     let client = async_nats::ConnectOptions::new()
+        .event_callback(move |event| {
+            let (hub, was_down) = events.clone();
+            async move { link_event(&event, &hub, &was_down) }
+        })
         .name(format!("webmesh node {node}"))
         .connection_timeout(cfg.connect_timeout)
         .max_reconnects(None)
@@ -259,9 +272,43 @@ pub(crate) async fn connect(
             FrameEncoder::new(Framing::V1, AnyCodec::JSON, compression),
         ],
         conns: [OnceLock::new(), OnceLock::new()],
+        hub,
         local: OnceLock::new(),
         dropped: AtomicU64::new(0),
     }))
+}
+
+/// The link to NATS went down or came back. Coming back, every subscription of this node gets
+/// a gap notice: what other nodes published meanwhile did not reach it (NATS core keeps
+/// nothing for a subscriber that is away), and that must not be a silent hole.
+fn link_event(
+    event: &async_nats::Event,
+    hub: &OnceLock<Arc<crate::topics::hub::Hub>>,
+    was_down: &std::sync::atomic::AtomicBool,
+) {
+    match event {
+        async_nats::Event::Disconnected => {
+            tracing::warn!("the cluster link (NATS) is down: calls to other nodes fail with unavailable");
+            was_down.store(true, Ordering::SeqCst);
+        }
+        async_nats::Event::SlowConsumer(_) => {
+            tracing::warn!("this node fell behind the cluster: NATS dropped messages for it");
+            if let Some(hub) = hub.get() {
+                hub.gap_everywhere(
+                    "this node fell behind the cluster: messages from other nodes were dropped",
+                );
+            }
+        }
+        async_nats::Event::Connected if was_down.swap(false, Ordering::SeqCst) => {
+            tracing::info!("the cluster link (NATS) is back");
+            if let Some(hub) = hub.get() {
+                hub.gap_everywhere(
+                    "the link to the cluster was down: messages published on other nodes meanwhile are lost",
+                );
+            }
+        }
+        _ => {}
+    }
 }
 
 fn header<'a>(msg: &'a Message, name: &str) -> Option<&'a str> {
@@ -482,7 +529,12 @@ impl Link {
             while let Some((path, msgpack)) = rx.recv().await {
                 let mut headers = HeaderMap::new();
                 headers.insert(HEADER_ORIGIN, link.node.as_str());
-                headers.insert(HEADER_CODEC, "msgpack");
+                // Publishes this node could not send since the last one: the receivers' subscribers
+                // are told of a gap.
+                let dropped = link.dropped.swap(0, Ordering::Relaxed);
+                if dropped > 0 {
+                    headers.insert(HEADER_DROPPED, dropped.to_string().as_str());
+                }
                 let subject = topic_subject(&link.prefix, &path);
                 if let Err(e) = link
                     .client
@@ -496,12 +548,8 @@ impl Link {
         let link = self.clone();
         Box::new(move |path: &str, msgpack: Vec<u8>| {
             if tx.try_send((path.to_owned(), msgpack)).is_err() {
-                let n = link.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                tracing::warn!(
-                    path,
-                    dropped = n,
-                    "the cluster bridge is full: a publish stays on this node"
-                );
+                link.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(path, "the cluster bridge is full: a publish stays on this node");
             }
         })
     }
@@ -510,6 +558,7 @@ impl Link {
 /// Serves this node's routes, topics and description to the cluster until the server shuts
 /// down.
 pub(crate) fn start(link: Arc<Link>, shared: Arc<Shared>) {
+    let _ = link.hub.set(shared.hub.clone());
     let mut routes: Vec<String> = shared.router.paths().map(str::to_owned).collect();
     routes.sort();
     let topics = crate::describe::topics().into_iter().map(|t| t.path).collect();
@@ -575,6 +624,11 @@ async fn serve(link: Arc<Link>, shared: Arc<Shared>) -> Result<(), async_nats::S
 
 /// A message another node published: to this node's subscribers.
 fn receive_topic(shared: &Shared, path: Option<String>, msg: &Message) {
+    if let Some(n) = header(msg, HEADER_DROPPED) {
+        shared.hub.gap_everywhere(&format!(
+            "another node could not send {n} of its publishes to the cluster (its queue was full)"
+        ));
+    }
     let Some(path) = path else {
         tracing::warn!(subject = %msg.subject, "a topic subject that is not a path");
         return;

@@ -145,6 +145,24 @@ impl Hub {
         let _ = self.bridge.set(bridge);
     }
 
+    /// Tells every subscription of this server that messages may be missing, on no path in
+    /// particular (the link to the cluster was down).
+    #[cfg(feature = "nats")]
+    pub(crate) fn gap_everywhere(&self, reason: &str) {
+        let st = self.state();
+        let subs = st.exact.values().flat_map(|m| m.iter()).chain(st.patterns.iter());
+        for (key, sub) in subs {
+            sub.conn.note_notice(
+                key.1,
+                NoticeBody {
+                    kind: "gap".into(),
+                    reason: reason.into(),
+                    ..NoticeBody::default()
+                },
+            );
+        }
+    }
+
     /// Publishes a message that came from another node: here only.
     #[cfg(feature = "nats")]
     pub(crate) fn publish_remote(&self, path: &str, value: &crate::Value) -> Result<usize> {
