@@ -48,6 +48,10 @@ enum Command {
     /// List what a server serves: routes, their docs and JSON Schemas, and topics.
     #[command(after_help = output::EXIT_CODES)]
     Routes(RoutesArgs),
+    /// Print TypeScript for a server's routes and topics (from its introspection route), for
+    /// the `webmesh-client` package: `webmesh typescript URL > src/api.ts`.
+    #[command(after_help = output::EXIT_CODES)]
+    Typescript(TypescriptArgs),
     /// Turn a captured frame into JSON: a 0.1.2 text frame (hex or JSON), or a v1 frame as hex
     /// or base64.
     ///
@@ -94,6 +98,15 @@ struct SubscribeArgs {
     /// Reconnect when the connection drops, resubscribing from the last message seen.
     #[arg(long)]
     reconnect: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct TypescriptArgs {
+    #[command(flatten)]
+    conn: ConnectArgs,
+    /// The module the generated code imports `route` and `topic` from.
+    #[arg(long = "import", default_value = "webmesh-client", value_name = "MODULE")]
+    import_from: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -146,6 +159,11 @@ async fn run_async(command: Command) -> Result<(), Failure> {
         Command::Emit(args) => emit(&args).await,
         Command::Subscribe(args) => subscribe(&args).await,
         Command::Routes(args) => routes(&args).await,
+        Command::Typescript(args) => {
+            let d = describe(&args.conn).await?;
+            output::print_line(d.to_typescript(&args.import_from).trim_end());
+            Ok(())
+        }
         Command::Serve(args) => serve::serve(&args).await,
         Command::Bench(args) => bench::bench(&args).await,
         Command::Decode(_) | Command::Encode(_) | Command::Completions { .. } => Ok(()),
@@ -274,8 +292,9 @@ async fn subscribe(args: &SubscribeArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn routes(args: &RoutesArgs) -> Result<(), Failure> {
-    let client = args.conn.connect().await?;
+/// The server's description (its introspection route).
+async fn describe(conn: &ConnectArgs) -> Result<webmesh::Description, Failure> {
+    let client = conn.connect().await?;
     if client.framing() == Framing::Legacy {
         return Err(Failure::new(
             Exit::NotFound,
@@ -294,6 +313,11 @@ async fn routes(args: &RoutesArgs) -> Result<(), Failure> {
         ),
         f => f,
     })?;
+    Ok(d)
+}
+
+async fn routes(args: &RoutesArgs) -> Result<(), Failure> {
+    let d = describe(&args.conn).await?;
     if args.json {
         let text = if output::stdout_is_tty() && std::env::var_os("NO_COLOR").is_none() {
             output::colored(&d)

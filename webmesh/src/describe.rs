@@ -14,6 +14,8 @@ use std::marker::PhantomData;
 
 use serde::{Deserialize, Serialize};
 
+mod typescript;
+
 /// The reserved path of the introspection route.
 pub const DESCRIBE_PATH: &str = "/_webmesh/describe";
 
