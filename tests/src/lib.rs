@@ -9,6 +9,49 @@
 pub mod pki;
 pub mod topics;
 
+/// The TypeScript client package: build it and run its tools.
+pub mod typescript {
+    use std::path::PathBuf;
+    use std::process::Command;
+
+    use crate::repo_root;
+
+    /// The TypeScript package.
+    pub fn package() -> PathBuf {
+        repo_root().join("clients/typescript")
+    }
+
+    /// Runs `program args` in the package, with `env`, and panics with its output unless it
+    /// succeeds.
+    pub fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+        let out = Command::new(program)
+            .args(args)
+            .envs(env.iter().copied())
+            .current_dir(package())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {program} (Node.js 20+ and npm are needed): {e}"));
+        let text = format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{program} {args:?} failed:\n{text}");
+        text
+    }
+
+    /// `npm ci` if the dependencies are not installed (`.ci/run` installs them), then `tsc`: once
+    /// per test binary (tests in parallel would write `dist/` at once).
+    pub fn build() {
+        static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+        BUILT.get_or_init(|| {
+            if !package().join("node_modules/typescript").exists() {
+                run("npm", &["ci", "--no-audit", "--no-fund"], &[]);
+            }
+            run("npm", &["run", "build"], &[]);
+        });
+    }
+}
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;

@@ -2,13 +2,13 @@
 //! runner: its unit tests (the wire format against PROTOCOL.md and the Python golden vectors),
 //! then its live tests against a webmesh-rs server started here and the Python 0.1.2 reference.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use webmesh::{Connection, Server};
-use webmesh_tests::{repo_root, PyServer};
+use webmesh_tests::typescript::{build, package, run};
+use webmesh_tests::PyServer;
 
 /// A tick for the topic test.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -23,40 +23,6 @@ pub struct Tick {
 struct Div {
     a: i64,
     b: i64,
-}
-
-fn package() -> PathBuf {
-    repo_root().join("clients/typescript")
-}
-
-/// Runs `program args` in the package, with `env`, and panics with its output unless it
-/// succeeds.
-fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .envs(env.iter().copied())
-        .current_dir(package())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program} (Node.js 20+ and npm are needed): {e}"));
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{program} {args:?} failed:\n{text}");
-    text
-}
-
-/// `npm ci` if the dependencies are not installed (`.ci/run` installs them), then `tsc`: once
-/// per test binary (tests in parallel would write `dist/` at once).
-pub fn build() {
-    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-    BUILT.get_or_init(|| {
-        if !package().join("node_modules/typescript").exists() {
-            run("npm", &["ci", "--no-audit", "--no-fund"], &[]);
-        }
-        run("npm", &["run", "build"], &[]);
-    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
