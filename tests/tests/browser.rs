@@ -141,7 +141,7 @@ impl Chromium {
         let profile = std::env::temp_dir().join(format!("webmesh-chromium-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&profile);
         std::fs::create_dir_all(&profile).unwrap();
-        let child = std::process::Command::new("chromium")
+        let mut child = std::process::Command::new("chromium")
             .args([
                 "--headless",
                 "--no-sandbox",
@@ -175,6 +175,8 @@ impl Chromium {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("chromium did not open its DevTools port within 30 s");
     }
 }
@@ -272,6 +274,7 @@ async fn http_get(port: u16, path: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::print_stdout)] // where the screenshot is, in the test's output
 async fn the_client_works_in_headless_chromium_and_survives_a_server_restart() {
     tokio::task::block_in_place(build);
     let server = webmesh_server("127.0.0.1:0").await;
