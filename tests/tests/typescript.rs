@@ -53,12 +53,42 @@ async fn the_typescript_client_passes_its_unit_and_live_tests() {
                 let _ = conn.topics().publish(&Tick { n: i });
             }
         })
+        // Closes the caller's connection, then publishes while it is away: a client that
+        // resubscribes gets these from the history.
+        .on("/kick_and_publish", |from: u32, conn: Connection| async move {
+            conn.close("kicked by the test");
+            let topics = conn.topics();
+            tokio::spawn(async move {
+                // After the connection is gone (the client waits 400 ms to reconnect).
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                for i in from..from + 3 {
+                    let _ = topics.publish(&Tick { n: i });
+                }
+            });
+        })
         .bind("127.0.0.1:0")
         .build()
         .await
         .unwrap();
     let url = format!("ws://{}", server.local_addr());
     let handle = server.spawn();
+    let guarded = Server::builder()
+        .registered_routes(false)
+        .auth(
+            |req: &webmesh::UpgradeRequest| match req.bearer_token().as_deref() {
+                Some("tok-ada") => Ok("ada".to_owned()),
+                _ => Err(webmesh::Reject::unauthorized("a bearer token is required")),
+            },
+        )
+        .on("/whoami", |_: (), conn: Connection| async move {
+            conn.identity::<String>().cloned()
+        })
+        .bind("127.0.0.1:0")
+        .build()
+        .await
+        .unwrap();
+    let auth_url = format!("ws://{}", guarded.local_addr());
+    let guarded = guarded.spawn();
     let py = tokio::task::block_in_place(|| PyServer::start("msgpack"));
     let legacy = py.url();
     let live = tokio::task::block_in_place(|| {
@@ -70,11 +100,16 @@ async fn the_typescript_client_passes_its_unit_and_live_tests() {
                 "--test-timeout=30000",
                 "test/live/",
             ],
-            &[("WEBMESH_URL", &url), ("WEBMESH_LEGACY_URL", &legacy)],
+            &[
+                ("WEBMESH_URL", &url),
+                ("WEBMESH_LEGACY_URL", &legacy),
+                ("WEBMESH_AUTH_URL", &auth_url),
+            ],
         )
     });
     assert!(live.contains("# fail 0") && !live.contains("# pass 0"), "{live}");
     handle.shutdown().await;
+    guarded.shutdown().await;
 }
 
 /// TypeScript for the inventory contract, from a live server's introspection route.

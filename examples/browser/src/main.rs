@@ -100,7 +100,8 @@ fn asset(path: &str, page: &str) -> Option<(&'static str, Vec<u8>)> {
     let file = if let Some(rest) = path.strip_prefix("/dist/") {
         dir.join("dist").join(rest)
     } else {
-        dir.join("node_modules/@msgpack/msgpack/dist.esm").join(path.strip_prefix("/msgpack/")?)
+        dir.join("node_modules/@msgpack/msgpack/dist.esm")
+            .join(path.strip_prefix("/msgpack/")?)
     };
     std::fs::read(file).ok().map(|b| ("text/javascript", b))
 }
@@ -156,7 +157,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     });
     let http = TcpListener::bind("127.0.0.1:0").await?;
-    println!("dashboard: http://{}/  (webmesh on ws://127.0.0.1:{ws_port}; Ctrl-C stops)", http.local_addr()?);
+    println!(
+        "dashboard: http://{}/  (webmesh on ws://127.0.0.1:{ws_port}; Ctrl-C stops)",
+        http.local_addr()?
+    );
     let page = Arc::new(PAGE.replace("WS_PORT", &ws_port.to_string()));
     tokio::select! {
         _ = serve_page(http, page) => {}

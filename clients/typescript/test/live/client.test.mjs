@@ -1,18 +1,20 @@
 // The client against live servers the Rust test `tests/tests/typescript.rs` starts: a webmesh-rs
-// server (WEBMESH_URL) and the Python webmesh 0.1.2 reference (WEBMESH_LEGACY_URL).
+// server (WEBMESH_URL), one that wants a bearer token (WEBMESH_AUTH_URL), and the Python webmesh
+// 0.1.2 reference (WEBMESH_LEGACY_URL).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Client, route, topic, WebmeshError } from "../../dist/index.js";
 
 const url = process.env.WEBMESH_URL;
 const legacyUrl = process.env.WEBMESH_LEGACY_URL;
+const authUrl = process.env.WEBMESH_AUTH_URL;
 // Bounded: whatever happens, the run ends (a client left open would keep Node alive).
 setTimeout(() => {
   console.error("the live tests did not end within 60 s");
   process.exit(1);
 }, 60_000).unref();
 
-if (!url || !legacyUrl) throw new Error("run through `cargo test --test typescript`: WEBMESH_URL and WEBMESH_LEGACY_URL are unset");
+if (!url || !legacyUrl || !authUrl) throw new Error("run through `cargo test --test typescript`: WEBMESH_URL, WEBMESH_AUTH_URL and WEBMESH_LEGACY_URL are needed");
 
 const echo = route("/echo");
 const div = route("/div");
@@ -79,4 +81,31 @@ test("legacy framing with the Python 0.1.2 server", async () => {
   assert.deepEqual(await c.call(echo, { k: [1, "two"] }), { k: [1, "two"] });
   await assert.rejects(c.call(route("/nope"), 1), (e) => e.code === "not_found");
   c.close();
+});
+
+test("topics: a reconnecting subscriber gets what was published while it was away", async () => {
+  const c = await Client.connect(url, { reconnect: { initialDelayMs: 400 } });
+  try {
+    const sub = c.subscribe(ticks);
+    await c.call(echo, null);
+    await c.call(publishTicks, 2);
+    const seen = [];
+    for await (const e of sub) {
+      if (e.type === "message") seen.push(e.value.n);
+      else seen.push(e.type);
+      if (seen.length === 2) await c.call(route("/kick_and_publish"), 10).catch(() => {});
+      if (seen.length === 5) break;
+    }
+    assert.deepEqual(seen, [0, 1, 10, 11, 12], "replayed from the history after the resubscription");
+    assert.equal(c.connects, 2);
+  } finally {
+    c.close();
+  }
+});
+
+test("a bearer token goes in the webmesh.bearer subprotocol", async () => {
+  const c = await Client.connect(authUrl, { token: "tok-ada" });
+  assert.equal(await c.call(route("/whoami"), null), "ada");
+  c.close();
+  await assert.rejects(Client.connect(authUrl), (e) => e.code === "closed");
 });
