@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use webmesh::{Connection, Server};
 use webmesh_tests::typescript::{build, package, run};
-use webmesh_tests::PyServer;
+use webmesh_tests::{start, PyServer};
 
 /// A tick for the topic test.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -32,63 +32,57 @@ async fn the_typescript_client_passes_its_unit_and_live_tests() {
         tokio::task::block_in_place(|| run("node", &["--test", "--test-timeout=30000", "test/unit/"], &[]));
     assert!(unit.contains("# fail 0"), "{unit}");
 
-    let server = Server::builder()
-        .registered_routes(false)
-        .on("/echo", |v: webmesh::Value| async move { v })
-        .on_fallible("/div", |d: Div| async move {
-            d.a.checked_div(d.b).ok_or_else(|| "DivByZero".to_owned())
-        })
-        .on("/sleep", |ms: u64| async move {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            ms
-        })
-        .on("/poke", |n: u32, conn: Connection| async move {
-            let _ = conn.push("/poked", &n).await;
-        })
-        .on("/kick", |_: (), conn: Connection| async move {
-            conn.close("kicked by the test")
-        })
-        .on("/publish_ticks", |n: u32, conn: Connection| async move {
-            for i in 0..n {
-                let _ = conn.topics().publish(&Tick { n: i });
-            }
-        })
-        // Closes the caller's connection, then publishes while it is away: a client that
-        // resubscribes gets these from the history.
-        .on("/kick_and_publish", |from: u32, conn: Connection| async move {
-            conn.close("kicked by the test");
-            let topics = conn.topics();
-            tokio::spawn(async move {
-                // After the connection is gone (the client waits 400 ms to reconnect).
-                tokio::time::sleep(Duration::from_millis(150)).await;
-                for i in from..from + 3 {
-                    let _ = topics.publish(&Tick { n: i });
+    let (handle, url) = start(
+        Server::builder()
+            .registered_routes(false)
+            .on("/echo", |v: webmesh::Value| async move { v })
+            .on_fallible("/div", |d: Div| async move {
+                d.a.checked_div(d.b).ok_or_else(|| "DivByZero".to_owned())
+            })
+            .on("/sleep", |ms: u64| async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                ms
+            })
+            .on("/poke", |n: u32, conn: Connection| async move {
+                let _ = conn.push("/poked", &n).await;
+            })
+            .on("/kick", |_: (), conn: Connection| async move {
+                conn.close("kicked by the test")
+            })
+            .on("/publish_ticks", |n: u32, conn: Connection| async move {
+                for i in 0..n {
+                    let _ = conn.topics().publish(&Tick { n: i });
                 }
-            });
-        })
-        .bind("127.0.0.1:0")
-        .build()
-        .await
-        .unwrap();
-    let url = format!("ws://{}", server.local_addr());
-    let handle = server.spawn();
-    let guarded = Server::builder()
-        .registered_routes(false)
-        .auth(
-            |req: &webmesh::UpgradeRequest| match req.bearer_token().as_deref() {
-                Some("tok-ada") => Ok("ada".to_owned()),
-                _ => Err(webmesh::Reject::unauthorized("a bearer token is required")),
-            },
-        )
-        .on("/whoami", |_: (), conn: Connection| async move {
-            conn.identity::<String>().cloned()
-        })
-        .bind("127.0.0.1:0")
-        .build()
-        .await
-        .unwrap();
-    let auth_url = format!("ws://{}", guarded.local_addr());
-    let guarded = guarded.spawn();
+            })
+            // Closes the caller's connection, then publishes while it is away: a client that
+            // resubscribes gets these from the history.
+            .on("/kick_and_publish", |from: u32, conn: Connection| async move {
+                conn.close("kicked by the test");
+                let topics = conn.topics();
+                tokio::spawn(async move {
+                    // After the connection is gone (the client waits 400 ms to reconnect).
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                    for i in from..from + 3 {
+                        let _ = topics.publish(&Tick { n: i });
+                    }
+                });
+            }),
+    )
+    .await;
+    let (guarded, auth_url) = start(
+        Server::builder()
+            .registered_routes(false)
+            .auth(
+                |req: &webmesh::UpgradeRequest| match req.bearer_token().as_deref() {
+                    Some("tok-ada") => Ok("ada".to_owned()),
+                    _ => Err(webmesh::Reject::unauthorized("a bearer token is required")),
+                },
+            )
+            .on("/whoami", |_: (), conn: Connection| async move {
+                conn.identity::<String>().cloned()
+            }),
+    )
+    .await;
     let py = tokio::task::block_in_place(|| PyServer::start("msgpack"));
     let legacy = py.url();
     let live = tokio::task::block_in_place(|| {
@@ -114,16 +108,13 @@ async fn the_typescript_client_passes_its_unit_and_live_tests() {
 
 /// TypeScript for the inventory contract, from a live server's introspection route.
 async fn inventory_typescript() -> String {
-    let server = Server::builder()
-        .registered_routes(false)
-        .routes(inventory_contract::routes())
-        .state(inventory_contract::store::Store::new(2))
-        .bind("127.0.0.1:0")
-        .build()
-        .await
-        .unwrap();
-    let url = format!("ws://{}", server.local_addr());
-    let handle = server.spawn();
+    let (handle, url) = start(
+        Server::builder()
+            .registered_routes(false)
+            .routes(inventory_contract::routes())
+            .state(inventory_contract::store::Store::new(2)),
+    )
+    .await;
     let client = webmesh::Client::connect(&url).await.unwrap();
     let mut d = client.describe().await.unwrap();
     // This test binary links other crates' topics too: the contract's only.
