@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use webmesh_codec::{FrameEncoder, Framing};
 
 use crate::error::{CloseKind, Error, Result};
@@ -56,9 +56,8 @@ struct Inner {
     id: u64,
     peer: Option<SocketAddr>,
     path: String,
-    headers: Vec<(String, String)>,
+    headers: Headers,
     encoder: FrameEncoder,
-    tx: mpsc::Sender<Message>,
     state: Extensions,
     /// The server's state, shared by all its connections.
     server_state: Arc<States>,
@@ -66,23 +65,51 @@ struct Inner {
     peer_certificates: Option<Vec<Vec<u8>>>,
     /// What the server's auth hook returned for this connection.
     identity: Option<Arc<dyn std::any::Any + Send + Sync>>,
-    /// Topic messages and news for the driver to send. Publishers add to it under its lock; the
-    /// driver takes all of it at once.
-    #[cfg(feature = "server")]
+    /// Pushes, topic messages and news for the driver to send. Pushers and publishers add to it
+    /// under its lock; the driver takes all of it at once. (Its queues allocate when first used:
+    /// an idle connection holds none.)
     pending: Mutex<Pending>,
-    /// How many topic messages `pending` holds at most: past that, a publish is a lag.
-    #[cfg(feature = "server")]
-    topic_queue: usize,
-    #[cfg(feature = "server")]
+    /// How many pushes, and how many topic messages, `pending` holds at most: past that a push
+    /// waits (or fails with `Backpressure`) and a publish is a lag.
+    bound: usize,
     has_pending: AtomicBool,
     /// Wakes the connection's driver to send the pending news.
-    #[cfg(feature = "server")]
     pending_waker: futures_util::task::AtomicWaker,
+    /// Wakes pushers waiting for room once the driver took the pushes.
+    room: Notify,
+    /// The driver ended: nothing more is sent.
+    gone: AtomicBool,
     #[cfg(feature = "server")]
     hub: Arc<crate::topics::hub::Hub>,
     closing: Notify,
     close_reason: Mutex<Option<(u16, String)>>,
     closed: AtomicBool,
+}
+
+/// The upgrade request's headers in one allocation, as `name:value` lines (a header name holds
+/// no colon, and a value that is text holds no line break).
+#[derive(Default)]
+pub(crate) struct Headers(Box<str>);
+
+impl Headers {
+    #[cfg_attr(not(feature = "server"), allow(dead_code))]
+    pub(crate) fn new<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Self {
+        let mut text = String::new();
+        for (k, v) in pairs {
+            text.push_str(k);
+            text.push(':');
+            text.push_str(v);
+            text.push('\n');
+        }
+        Headers(text.into_boxed_str())
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.lines().find_map(|line| {
+            let (k, v) = line.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then_some(v)
+        })
+    }
 }
 
 /// What the server knew of a connection when it accepted it.
@@ -91,19 +118,19 @@ pub(crate) struct Accepted {
     pub(crate) id: u64,
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) path: String,
-    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) headers: Headers,
     pub(crate) encoder: FrameEncoder,
     pub(crate) server_state: Arc<States>,
     pub(crate) peer_certificates: Option<Vec<Vec<u8>>>,
     pub(crate) identity: Option<Arc<dyn std::any::Any + Send + Sync>>,
     pub(crate) hub: Arc<crate::topics::hub::Hub>,
-    /// Capacity of the connection's topic message queue.
-    pub(crate) topic_queue: usize,
+    /// Capacity of the connection's push queue and of its topic message queue.
+    pub(crate) queue: usize,
 }
 
 /// What [`Connection::enqueue`] or [`Connection::offer_topic`] did with a message.
-#[cfg(feature = "server")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "server"), allow(dead_code))] // a client has no driver to take them
 pub(crate) enum Enqueue {
     Sent,
     /// The outbound queue is full: the peer is behind.
@@ -111,21 +138,25 @@ pub(crate) enum Enqueue {
     Closed,
 }
 
-/// Topic messages and news waiting for the connection's driver.
-#[cfg(feature = "server")]
+/// Pushes, topic messages and news waiting for the connection's driver.
 #[derive(Default)]
+#[cfg_attr(not(feature = "server"), allow(dead_code))] // a client has no driver to take them
 pub(crate) struct Pending {
+    /// Pushes, in the order they were made.
+    pub(crate) pushes: std::collections::VecDeque<Message>,
     /// Topic messages, in publish order.
     pub(crate) messages: std::collections::VecDeque<Message>,
     /// Messages missed per topic path: how many, and the last one's sequence number.
+    #[cfg(feature = "server")]
     pub(crate) lag: std::collections::BTreeMap<String, (u64, u64)>,
     /// Notices for subscriptions, by subscription id.
+    #[cfg(feature = "server")]
     pub(crate) notices: Vec<(u64, crate::topics::NoticeBody)>,
 }
 
 impl Connection {
     #[cfg(feature = "server")]
-    pub(crate) fn new(a: Accepted, tx: mpsc::Sender<Message>) -> Self {
+    pub(crate) fn new(a: Accepted) -> Self {
         Connection {
             inner: Arc::new(Inner {
                 id: a.id,
@@ -133,15 +164,16 @@ impl Connection {
                 path: a.path,
                 headers: a.headers,
                 encoder: a.encoder,
-                tx,
                 state: Extensions::default(),
                 server_state: a.server_state,
                 peer_certificates: a.peer_certificates,
                 identity: a.identity,
                 pending: Mutex::default(),
-                topic_queue: a.topic_queue.max(1),
+                bound: a.queue.max(1),
                 has_pending: AtomicBool::new(false),
                 pending_waker: futures_util::task::AtomicWaker::new(),
+                room: Notify::new(),
+                gone: AtomicBool::new(false),
                 hub: a.hub,
                 closing: Notify::new(),
                 close_reason: Mutex::new(None),
@@ -187,11 +219,7 @@ impl Connection {
     /// A header of the WebSocket upgrade request (name case-insensitive), for example an
     /// `Authorization` header a hook checks.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.inner
-            .headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.inner.headers.get(name)
     }
 
     /// The framing the peer speaks: [`Framing::V1`] for webmesh-rs peers, [`Framing::Legacy`] for
@@ -223,22 +251,44 @@ impl Connection {
     /// [`Error::Closed`] when the connection is gone, [`Error::Codec`] when `value` cannot be
     /// encoded.
     pub async fn push<T: Serialize + ?Sized>(&self, path: &str, value: &T) -> Result<()> {
-        let msg = self.inner.encoder.notify(path, value)?;
-        self.inner
-            .tx
-            .send(to_message(msg))
-            .await
-            .map_err(|_| Error::closed(CloseKind::Lost, "connection is closed"))
+        let mut msg = to_message(self.inner.encoder.notify(path, value)?);
+        loop {
+            // Listening before trying: room made between the try and the wait is not missed.
+            let room = self.inner.room.notified();
+            let mut room = std::pin::pin!(room);
+            room.as_mut().enable();
+            match self.offer_push(msg) {
+                Ok(()) => return Ok(()),
+                Err((Enqueue::Full, back)) => msg = back,
+                Err(_) => return Err(Error::closed(CloseKind::Lost, "connection is closed")),
+            }
+            room.await;
+        }
     }
 
     /// Like [`push`](Self::push), without waiting: fails with [`Error::Backpressure`] when the
     /// outbound queue is full.
     pub fn try_push<T: Serialize + ?Sized>(&self, path: &str, value: &T) -> Result<()> {
         let msg = self.inner.encoder.notify(path, value)?;
-        self.inner.tx.try_send(to_message(msg)).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => Error::Backpressure,
-            mpsc::error::TrySendError::Closed(_) => Error::closed(CloseKind::Lost, "connection is closed"),
+        self.offer_push(to_message(msg)).map_err(|(e, _)| match e {
+            Enqueue::Full => Error::Backpressure,
+            _ => Error::closed(CloseKind::Lost, "connection is closed"),
         })
+    }
+
+    /// Queues a push for the driver if there is room; gives it back otherwise.
+    fn offer_push(&self, message: Message) -> std::result::Result<(), (Enqueue, Message)> {
+        if self.inner.gone.load(Ordering::Acquire) {
+            return Err((Enqueue::Closed, message));
+        }
+        let mut p = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if p.pushes.len() >= self.inner.bound {
+            return Err((Enqueue::Full, message));
+        }
+        p.pushes.push_back(message);
+        drop(p);
+        self.signal_pending();
+        Ok(())
     }
 
     /// Sends a declared push message to the peer: the typed form of [`push`](Self::push), on
@@ -265,10 +315,9 @@ impl Connection {
     /// Hands `message` to the outbound queue without waiting.
     #[cfg(feature = "server")]
     pub(crate) fn enqueue(&self, message: Message) -> Enqueue {
-        match self.inner.tx.try_send(message) {
+        match self.offer_push(message) {
             Ok(()) => Enqueue::Sent,
-            Err(mpsc::error::TrySendError::Full(_)) => Enqueue::Full,
-            Err(mpsc::error::TrySendError::Closed(_)) => Enqueue::Closed,
+            Err((e, _)) => e,
         }
     }
 
@@ -276,11 +325,11 @@ impl Connection {
     /// queue is full the message is dropped and counted, for a lag notice.
     #[cfg(feature = "server")]
     pub(crate) fn offer_topic(&self, message: &Message, path: &str, seq: u64) -> Enqueue {
-        if self.inner.tx.is_closed() {
+        if self.inner.gone.load(Ordering::Acquire) {
             return Enqueue::Closed;
         }
         let mut p = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let taken = if p.messages.len() < self.inner.topic_queue {
+        let taken = if p.messages.len() < self.inner.bound {
             p.messages.push_back(message.clone());
             Enqueue::Sent
         } else {
@@ -311,16 +360,16 @@ impl Connection {
 
     /// Tells the driver that `pending` has news: wakes it once per batch, not per message (the
     /// first signal after the driver took the last batch wakes it).
-    #[cfg(feature = "server")]
     fn signal_pending(&self) {
         if !self.inner.has_pending.swap(true, Ordering::AcqRel) {
             self.inner.pending_waker.wake();
         }
     }
 
-    /// The topic news waiting, if any: its messages are swapped into `messages` (an empty queue
-    /// the driver keeps, so neither side reallocates), its lags and notices returned. Otherwise
-    /// `cx` is woken when some arrives.
+    /// The pushes and topic news waiting, if any: the pushes, then the topic messages, are moved
+    /// into `messages` (an empty queue the driver keeps, so neither side reallocates), the lags
+    /// and notices returned, and pushers waiting for room woken. Otherwise `cx` is woken when
+    /// some arrives.
     #[cfg(feature = "server")]
     pub(crate) fn take_pending(
         &self,
@@ -332,12 +381,32 @@ impl Connection {
             return None;
         }
         let mut p = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
-        std::mem::swap(&mut p.messages, messages);
-        Some(Pending {
+        let pushed = !p.pushes.is_empty();
+        if pushed {
+            messages.extend(p.pushes.drain(..));
+            messages.extend(p.messages.drain(..));
+        } else {
+            std::mem::swap(&mut p.messages, messages);
+        }
+        let taken = Pending {
+            pushes: std::collections::VecDeque::new(),
             messages: std::collections::VecDeque::new(),
             lag: std::mem::take(&mut p.lag),
             notices: std::mem::take(&mut p.notices),
-        })
+        };
+        drop(p);
+        if pushed {
+            self.inner.room.notify_waiters();
+        }
+        Some(taken)
+    }
+
+    /// The driver ended (or there never was one): pushes and topic messages fail from now on,
+    /// and pushers waiting for room are woken to fail.
+    #[cfg(feature = "server")]
+    pub(crate) fn driver_gone(&self) {
+        self.inner.gone.store(true, Ordering::Release);
+        self.inner.room.notify_waiters();
     }
 
     /// The server's topics, to publish from a handler, broadcast, or push to a group.
@@ -385,7 +454,7 @@ impl Connection {
     /// called, or the server shuts down. While it closes, calls in flight still finish and are
     /// answered, and pushes are still sent; new calls are refused.
     pub fn is_closed(&self) -> bool {
-        self.inner.closed.load(Ordering::Acquire) || self.inner.tx.is_closed()
+        self.inner.closed.load(Ordering::Acquire) || self.inner.gone.load(Ordering::Acquire)
     }
 
     /// The connection stopped taking calls: it drains, then closes.

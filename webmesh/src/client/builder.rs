@@ -315,7 +315,7 @@ impl ClientBuilder {
             ));
         }
         let after = self.connect_timeout;
-        tokio::time::timeout(after, self.connect_inner(url, Some(Box::new(stream))))
+        tokio::time::timeout(after, self.connect_inner(url, Some(Io::new(stream))))
             .await
             .map_err(|_| Error::ConnectTimeout {
                 url: url.to_owned(),
@@ -544,9 +544,9 @@ impl Dialer {
                     url: self.url.clone(),
                     reason: crate::tls::handshake_failure(&e),
                 })?;
-            return self.upgrade(Box::new(tls)).await;
+            return self.upgrade(Io::new(tls)).await;
         }
-        self.upgrade(Box::new(tcp)).await
+        self.upgrade(Io::tcp(tcp)).await
     }
 
     /// The WebSocket upgrade on an open stream, and the framing the server took.

@@ -839,22 +839,20 @@ fn prepare(
 /// The connection a forwarded call's handler sees: no socket (pushes to it fail), the
 /// forwarded identity, the server's state.
 fn forwarded_connection(shared: &Shared, codec: &AnyCodec, identity: Option<AnyIdentity>) -> Connection {
-    let (tx, _) = mpsc::channel(1);
-    Connection::new(
-        Accepted {
-            id: shared.next_id.fetch_add(1, Ordering::Relaxed),
-            peer: None,
-            path: String::new(),
-            headers: Vec::new(),
-            encoder: FrameEncoder::new(Framing::V1, codec.clone(), shared.compression),
-            server_state: shared.states.clone(),
-            peer_certificates: None,
-            identity,
-            hub: shared.hub.clone(),
-            topic_queue: 1,
-        },
-        tx,
-    )
+    let conn = Connection::new(Accepted {
+        id: shared.next_id.fetch_add(1, Ordering::Relaxed),
+        peer: None,
+        path: String::new(),
+        headers: Default::default(),
+        encoder: FrameEncoder::new(Framing::V1, codec.clone(), shared.compression),
+        server_state: shared.states.clone(),
+        peer_certificates: None,
+        identity,
+        hub: shared.hub.clone(),
+        queue: 1,
+    });
+    conn.driver_gone();
+    conn
 }
 
 impl Link {

@@ -11,8 +11,6 @@ mod tests;
 mod timers;
 
 pub(crate) use io::Io;
-#[cfg_attr(not(feature = "server"), allow(unused_imports))] // the server peeks the first byte
-pub(crate) use io::Rewind;
 pub(crate) use outbox::Outbox;
 #[cfg_attr(not(feature = "server"), allow(unused_imports))] // the server drains with it
 pub(crate) use socket::Read;
@@ -62,16 +60,18 @@ pub(crate) fn data_of(m: Message) -> Option<(FrameType, Bytes)> {
     }
 }
 
-/// Bytes tungstenite reads per system call.
-pub(crate) const READ_BUFFER: usize = 4 * 1024;
+/// Bytes tungstenite takes from [`Io`] per read (from its buffer, not the kernel): the read
+/// buffer it keeps for the life of the connection.
+pub(crate) const READ_BUFFER: usize = 512;
 
 /// The WebSocket settings for `limits`: tungstenite refuses a frame or message over
 /// `max_frame_size` from its header, before buffering it.
 pub(crate) fn ws_config(limits: &Limits) -> WebSocketConfig {
     WebSocketConfig::default()
-        // tungstenite zero-fills its read buffer before each read: 128 KiB (its default) per read
-        // and per idle connection. 4 KiB costs a few more reads for a large message (it grows to
-        // fit a frame) and keeps idle connections small.
+        // tungstenite keeps its read buffer for the connection's life and zero-fills it before
+        // each read: 128 KiB (its default) per idle connection and per read. [`Io`] reads the
+        // kernel in larger chunks that it frees while idle, so this one can be small (a large
+        // frame still grows it to fit).
         .read_buffer_size(READ_BUFFER)
         .max_message_size(Some(limits.max_frame_size))
         .max_frame_size(Some(limits.max_frame_size))

@@ -8,7 +8,6 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tracing::Instrument;
@@ -16,7 +15,7 @@ use webmesh_codec::{parse_subprotocol, subprotocol, AnyCodec, FrameEncoder, Fram
 
 use super::lifecycle::{self, Running};
 use super::Shared;
-use crate::conn::{self, Io, Rewind, Socket};
+use crate::conn::{self, Io, Socket};
 use crate::connection::{Accepted, Connection};
 
 /// What the handshake settled.
@@ -24,7 +23,7 @@ struct Negotiated {
     framing: Framing,
     codec: AnyCodec,
     path: String,
-    headers: Vec<(String, String)>,
+    headers: crate::connection::Headers,
 }
 
 /// Serves one accepted connection to its end; `running` counts it as a part of the server until
@@ -41,6 +40,77 @@ pub(super) async fn serve(io: Io, peer: Option<SocketAddr>, shared: Arc<Shared>,
 }
 
 async fn serve_counted(io: Io, peer: Option<SocketAddr>, id: u64, full: bool, shared: &Arc<Shared>) {
+    // Only `conn` and the driver live across the driver's await: what the handshake and the
+    // setup used ends with this block (a moved-from local of an async fn still takes room in its
+    // future until its scope ends).
+    let (conn, mut driver) = {
+        // The handshake's state (TLS, HTTP, tungstenite's handshake machine) is large and brief:
+        // boxed, so the connection's task does not carry room for it for its whole life.
+        let Some(done) = Box::pin(handshake(io, peer, full, shared)).await else {
+            return;
+        };
+        connected(done, id, peer, shared)
+    };
+    driver.run().await;
+    conn.mark_closing();
+    shared.hub.remove_connection(conn.id());
+    tracing::debug!("disconnected");
+    if let Some(hook) = &shared.on_disconnect {
+        run_hook("on_disconnect", || hook(&conn));
+    }
+}
+
+/// The connection and its driver, once the handshake settled everything; runs the connect hook.
+fn connected(
+    done: Handshaken,
+    id: u64,
+    peer: Option<SocketAddr>,
+    shared: &Arc<Shared>,
+) -> (Connection, super::driver::Driver) {
+    let Handshaken {
+        ws,
+        neg,
+        peer_certificates,
+        identity,
+    } = done;
+    let encoder = FrameEncoder::new(neg.framing, neg.codec, shared.compression);
+    let conn = Connection::new(Accepted {
+        id,
+        peer,
+        path: neg.path,
+        headers: neg.headers,
+        encoder,
+        server_state: shared.states.clone(),
+        peer_certificates,
+        identity,
+        hub: shared.hub.clone(),
+        queue: shared.outbound_queue,
+    });
+    tracing::debug!(
+        framing = neg.framing.name(),
+        codec = conn.codec_name(),
+        "connected"
+    );
+    shared.hub.add_connection(&conn);
+    if let Some(hook) = &shared.on_connect {
+        run_hook("on_connect", || hook(&conn));
+    }
+    let socket = Socket::new(ws, shared.keepalive, shared.stalled_peer_timeout);
+    let driver = super::driver::Driver::new(socket, conn.clone(), shared.clone());
+    (conn, driver)
+}
+
+/// A connection past its WebSocket handshake.
+struct Handshaken {
+    ws: tokio_tungstenite::WebSocketStream<Io>,
+    neg: Negotiated,
+    peer_certificates: Option<Vec<Vec<u8>>>,
+    identity: Option<super::auth::Identity>,
+}
+
+/// TLS, the auth hook and the WebSocket upgrade, within the handshake timeout; `None` when the
+/// connection ended there (logged).
+async fn handshake(io: Io, peer: Option<SocketAddr>, full: bool, shared: &Arc<Shared>) -> Option<Handshaken> {
     let negotiated: Arc<Mutex<Option<Negotiated>>> = Arc::default();
     let slot = negotiated.clone();
     let codecs = shared.codecs.clone();
@@ -70,66 +140,33 @@ async fn serve_counted(io: Io, peer: Option<SocketAddr>, id: u64, full: bool, sh
             Ok(Ok(accepted)) => accepted,
             Ok(Err(Refusal::Debug(why))) => {
                 tracing::debug!("{why}");
-                return;
+                return None;
             }
             Ok(Err(Refusal::Warn(why))) => {
                 tracing::warn!("{why}");
-                return;
+                return None;
             }
             Ok(Err(Refusal::Info(why))) => {
                 tracing::info!("{why}");
-                return;
+                return None;
             }
             Err(_) => {
                 tracing::debug!("handshake timed out");
-                return;
+                return None;
             }
         },
         _ = lifecycle::started(&mut shutdown) => {
             tracing::debug!("server shutting down during the websocket handshake");
-            return;
+            return None;
         }
     };
-    let Some(neg) = negotiated.lock().unwrap_or_else(|p| p.into_inner()).take() else {
-        return;
-    };
-    let encoder = FrameEncoder::new(neg.framing, neg.codec, shared.compression);
-    let (tx, rx) = mpsc::channel(shared.outbound_queue);
-    let conn = Connection::new(
-        Accepted {
-            id,
-            peer,
-            path: neg.path,
-            headers: neg.headers,
-            encoder,
-            server_state: shared.states.clone(),
-            peer_certificates,
-            identity,
-            hub: shared.hub.clone(),
-            topic_queue: shared.outbound_queue,
-        },
-        tx,
-    );
-    tracing::debug!(
-        framing = neg.framing.name(),
-        codec = conn.codec_name(),
-        "connected"
-    );
-    shared.hub.add_connection(&conn);
-    if let Some(hook) = &shared.on_connect {
-        run_hook("on_connect", || hook(&conn));
-    }
-
-    let socket = Socket::new(ws, shared.keepalive, shared.stalled_peer_timeout);
-    super::driver::Driver::new(socket, conn.clone(), shared.clone(), rx)
-        .run()
-        .await;
-    conn.mark_closing();
-    shared.hub.remove_connection(conn.id());
-    tracing::debug!("disconnected");
-    if let Some(hook) = &shared.on_disconnect {
-        run_hook("on_disconnect", || hook(&conn));
-    }
+    let neg = negotiated.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+    Some(Handshaken {
+        ws,
+        neg,
+        peer_certificates,
+        identity,
+    })
 }
 
 /// Why a connection ended before its WebSocket existed, and how loudly to say so.
@@ -146,17 +183,14 @@ enum Refusal {
 /// ClientHello (`0x16`) from plain HTTP, so a client on the wrong port gets a clear answer and
 /// the server a log line, instead of a hang.
 async fn secure(mut io: Io, shared: &Shared) -> Result<(Io, Option<Vec<Vec<u8>>>), Refusal> {
-    use tokio::io::AsyncReadExt;
-    let mut first = [0u8; 1];
-    let n = io
-        .read(&mut first)
+    let first = io
+        .peek()
         .await
         .map_err(|e| Refusal::Debug(format!("connection failed before the handshake: {e}")))?;
-    if n == 0 {
+    let Some(&first) = first.first() else {
         return Err(Refusal::Debug("connection closed before the handshake".into()));
-    }
-    let hello = first[0] == 0x16;
-    let io: Io = Box::new(Rewind::new(first.to_vec(), io));
+    };
+    let hello = first == 0x16;
     #[cfg(feature = "tls")]
     if let Some(acceptor) = &shared.tls {
         if !hello {
@@ -181,7 +215,7 @@ async fn secure(mut io: Io, shared: &Shared) -> Result<(Io, Option<Vec<Vec<u8>>>
             .1
             .peer_certificates()
             .map(|chain| chain.iter().map(|c| c.as_ref().to_vec()).collect());
-        return Ok((Box::new(tls), certs));
+        return Ok((Io::new(tls), certs));
     }
     #[cfg(not(feature = "tls"))]
     let _ = shared;
@@ -209,7 +243,10 @@ async fn authenticate(
         .map_err(Refusal::Debug)?;
     let path = request.path().to_owned();
     match hook(request).await {
-        Ok(identity) => Ok((Box::new(Rewind::new(head, io)), Some(identity))),
+        Ok(identity) => {
+            io.unread(&head);
+            Ok((io, Some(identity)))
+        }
         Err(reject) => {
             let answer = super::auth::refusal_response(&reject);
             let _ = tokio::io::AsyncWriteExt::write_all(&mut io, &answer).await;
@@ -281,11 +318,11 @@ fn negotiate(
             ));
         }
     };
-    let headers = req
-        .headers()
-        .iter()
-        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
-        .collect();
+    let headers = crate::connection::Headers::new(
+        req.headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))),
+    );
     *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(Negotiated {
         framing,
         codec,

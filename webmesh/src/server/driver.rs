@@ -15,7 +15,6 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use webmesh_codec::{
@@ -102,6 +101,32 @@ fn poll_guarded(
     }
 }
 
+/// The handlers that did not finish when first polled. Most never do: the set is made when the
+/// first one needs it, so a connection that never had one holds none.
+#[derive(Default)]
+struct Handlers(Option<FuturesUnordered<Running>>);
+
+impl Handlers {
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, FuturesUnordered::len)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&mut self, running: Running) {
+        self.0.get_or_insert_with(FuturesUnordered::new).push(running);
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Finished>> {
+        match &mut self.0 {
+            Some(set) => set.poll_next_unpin(cx),
+            None => Poll::Ready(None),
+        }
+    }
+}
+
 pub(super) struct Driver {
     socket: Socket,
     serving: Serving,
@@ -112,8 +137,7 @@ pub(super) struct Driver {
 struct Serving {
     conn: Connection,
     shared: Arc<Shared>,
-    rx: mpsc::Receiver<Message>,
-    handlers: FuturesUnordered<Running>,
+    handlers: Handlers,
     /// The cancellation of each v1 call whose handler runs, by id: what a CANCEL reaches.
     cancels: HashMap<u64, Arc<Cancel>>,
     /// Closing: new calls get `shutting_down` instead of a handler.
@@ -125,20 +149,21 @@ struct Serving {
     topic_batch: std::collections::VecDeque<Message>,
 }
 
+impl Drop for Serving {
+    /// However the driver ends (even by a panic), pushers stop waiting for it.
+    fn drop(&mut self) {
+        self.conn.driver_gone();
+    }
+}
+
 impl Driver {
-    pub(super) fn new(
-        socket: Socket,
-        conn: Connection,
-        shared: Arc<Shared>,
-        rx: mpsc::Receiver<Message>,
-    ) -> Self {
+    pub(super) fn new(socket: Socket, conn: Connection, shared: Arc<Shared>) -> Self {
         Driver {
             socket,
             serving: Serving {
                 conn,
                 shared,
-                rx,
-                handlers: FuturesUnordered::new(),
+                handlers: Handlers::default(),
                 cancels: HashMap::new(),
                 refusing: false,
                 subscriptions: std::collections::HashSet::new(),
@@ -150,14 +175,14 @@ impl Driver {
     /// Serves until the peer goes, the connection is closed, or the server shuts down; then lets
     /// the handlers in flight finish (until the server's shutdown deadline, or the shutdown
     /// timeout from now) and closes, within a further [`CLOSE_GRACE`].
-    pub(super) async fn run(mut self) {
+    pub(super) async fn run(&mut self) {
         let shared = self.serving.shared.clone();
         let mut shutdown_rx = shared.lifecycle.subscribe();
         let conn = self.serving.conn.clone();
         let (end, deadline) = {
             let mut shutdown = std::pin::pin!(lifecycle::started(&mut shutdown_rx));
             let mut closing = std::pin::pin!(conn.close_requested());
-            let Driver { socket, serving } = &mut self;
+            let Driver { socket, serving } = &mut *self;
             std::future::poll_fn(|cx| {
                 if let Poll::Ready(deadline) = shutdown.as_mut().poll(cx) {
                     let end = End::Close(close::GOING_AWAY, "server shutting down".into());
@@ -171,6 +196,20 @@ impl Driver {
             .await
         };
         conn.mark_closing();
+        // Boxed: the connection's task carries room for the serving state only, not for the
+        // drain and close that happen once.
+        Box::pin(self.finish(end, deadline, shutdown_rx)).await;
+    }
+
+    /// Drains (running handlers finish and are answered) until `deadline` or the server's
+    /// shutdown deadline, then closes as `end` says.
+    async fn finish(
+        &mut self,
+        end: End,
+        deadline: Option<Instant>,
+        mut shutdown_rx: tokio::sync::watch::Receiver<Option<Instant>>,
+    ) {
+        let shared = self.serving.shared.clone();
         // Drain: running handlers finish and are answered; new calls are refused with
         // `shutting_down` (a stalled or dead peer's answers are dropped: it reads nothing).
         let mut read_done = false;
@@ -265,18 +304,8 @@ impl Driver {
 impl Role for Serving {
     fn poll_work(&mut self, cx: &mut Context<'_>, out: &mut Outbox) -> bool {
         let mut progress = false;
-        // Pushes and close requests from other tasks.
-        while out.queue.len() < self.shared.outbound_queue {
-            match self.rx.poll_recv(cx) {
-                Poll::Ready(Some(m)) => {
-                    out.queue.push_back(m);
-                    progress = true;
-                }
-                Poll::Ready(None) | Poll::Pending => break,
-            }
-        }
-        // Topic messages, all that wait, then the news of what did not fit (lags, closed
-        // subscriptions): it happened after them.
+        // Pushes from other tasks and topic messages, all that wait, then the news of what did
+        // not fit (lags, closed subscriptions): it happened after them.
         if out.queue.len() < self.shared.outbound_queue {
             if let Some(pending) = self.conn.take_pending(cx, &mut self.topic_batch) {
                 progress = true;
@@ -285,7 +314,7 @@ impl Role for Serving {
             }
         }
         // Handlers that finished, or were stopped.
-        while let Poll::Ready(Some(finished)) = self.handlers.poll_next_unpin(cx) {
+        while let Poll::Ready(Some(finished)) = self.handlers.poll_next(cx) {
             progress = true;
             if let Some(id) = finished.id {
                 self.cancels.remove(&id);

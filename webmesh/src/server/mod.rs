@@ -801,7 +801,7 @@ impl Server {
                             backoff = Duration::from_millis(5);
                             let _ = tcp.set_nodelay(true);
                             let tracked = shared.lifecycle.track();
-                            tokio::spawn(conn::serve(Box::new(tcp), Some(peer), shared.clone(), tracked));
+                            tokio::spawn(conn::serve(crate::conn::Io::tcp(tcp), Some(peer), shared.clone(), tracked));
                         }
                         Err(e) => {
                             // Out of file descriptors and the like: wait and retry, as axum does.
@@ -896,7 +896,7 @@ impl ServerHandle {
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let running = self.lifecycle.track();
-        conn::serve(Box::new(stream), peer, self.shared.clone(), running)
+        conn::serve(crate::conn::Io::new(stream), peer, self.shared.clone(), running)
     }
 
     /// What the server counts: its connections, and per route the calls stopped before their
