@@ -95,6 +95,8 @@ struct Calling {
     since_sweep: u32,
     /// Set once we asked to close: wait for the server's close answer.
     closing: bool,
+    /// Answers were handed to callers in this batch: they may be about to make new calls.
+    answered: bool,
 }
 
 impl Driver {
@@ -117,6 +119,7 @@ impl Driver {
                 epoch: None,
                 since_sweep: 0,
                 closing: false,
+                answered: false,
             },
             dialer,
             keepalive,
@@ -335,6 +338,10 @@ impl Role for Calling {
             sub.wake();
         }
     }
+
+    fn before_flush(&mut self) -> bool {
+        std::mem::take(&mut self.answered)
+    }
 }
 
 impl Calling {
@@ -417,6 +424,7 @@ impl Calling {
                 }
                 match self.by_id.remove(&frame.id()) {
                     Some(w) => {
+                        self.answered = true;
                         let _ = w.send(Ok(frame));
                     }
                     None => tracing::debug!(id = frame.id(), "answer to a call no longer waited for"),
@@ -456,6 +464,7 @@ impl Calling {
             }
             Kind::Legacy => match self.legacy.reply(frame.path(), &mut out.queue) {
                 Reply::Deliver(w) => {
+                    self.answered = true;
                     let _ = w.send(Ok(frame));
                 }
                 Reply::Owed => tracing::debug!(

@@ -55,6 +55,13 @@ pub(crate) trait Role {
     /// The loop is about to return: a batch of frames ended. The client wakes the subscription
     /// readers it fed here, once per batch rather than once per message.
     fn idle(&mut self) {}
+
+    /// Nothing more to do: true defers the flush by one turn of the scheduler (the client, once
+    /// it handed answers to callers that run on this thread and may make new calls at once,
+    /// which then go out with this batch's in one write instead of in a write of their own).
+    fn before_flush(&mut self) -> bool {
+        false
+    }
 }
 
 /// A WebSocket over any stream, with its outbox and timers.
@@ -122,6 +129,10 @@ impl Socket {
                 }
             }
             if !progress {
+                if role.before_flush() {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
                 self.poll_flush(cx);
                 if let Some(e) = self.write_failed.take() {
                     return Poll::Ready(End::Lost(e));
