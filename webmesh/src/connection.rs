@@ -401,8 +401,9 @@ impl Connection {
         Some(taken)
     }
 
-    /// The driver ended (or there never was one): pushes and topic messages fail from now on,
-    /// and pushers waiting for room are woken to fail.
+    /// The driver sends nothing more (it ended, its peer is gone, or there never was one):
+    /// pushes and topic messages fail from now on, and pushers waiting for room are woken to
+    /// fail.
     #[cfg(feature = "server")]
     pub(crate) fn driver_gone(&self) {
         self.inner.gone.store(true, Ordering::Release);

@@ -218,6 +218,11 @@ impl Driver {
             End::Close(..) => self.serving.refusing = true,
             End::PeerClosed(_) | End::Lost(_) => read_done = true,
         }
+        if !matches!(end, End::Close(..)) {
+            // Nothing more reaches this peer: pushes fail from now on (a closing connection
+            // still sends them, with the answers of the calls it drains).
+            self.serving.conn.driver_gone();
+        }
         let own = Instant::now() + shared.shutdown_timeout;
         let deadline = deadline.unwrap_or(own);
         let drained = {
