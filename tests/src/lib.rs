@@ -288,6 +288,20 @@ pub fn v1_frame(message: tokio_tungstenite::tungstenite::Message) -> webmesh::co
     .expect("a v1 frame")
 }
 
+/// `n` incompressible bytes (xorshift from `seed`): compression would shrink a payload of zeros
+/// to nothing.
+pub fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ seed;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 /// A free TCP port on 127.0.0.1 (bound, then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

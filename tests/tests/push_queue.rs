@@ -16,16 +16,13 @@ fn ms(n: u64) -> Duration {
 
 /// A numbered push of 64 KiB of incompressible bytes (so the kernel's buffers fill fast).
 fn numbered(n: u64) -> (u64, Value) {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ n;
-    let noise = (0..64 * 1024)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    (n, Value::Binary(noise))
+    (n, Value::Binary(webmesh_tests::noise(64 * 1024, n)))
+}
+
+/// `push` of push number `n`, waiting in a task of its own.
+fn push_later(conn: &Connection, n: u64) -> tokio::task::JoinHandle<webmesh::Result<()>> {
+    let conn = conn.clone();
+    tokio::spawn(async move { conn.push("/n", &numbered(n)).await })
 }
 
 /// Pushes until the queue has refused for 300 ms in a row (the peer's kernel buffers and the
@@ -74,10 +71,7 @@ async fn pushes_wait_for_room_arrive_in_order_and_fail_once_the_connection_is_go
     eventually("the first connection", connection(0)).await;
     let conn = conns.lock().unwrap()[0].clone();
     let taken = fill(&conn).await;
-    let waiting = tokio::spawn({
-        let conn = conn.clone();
-        async move { conn.push("/n", &numbered(taken)).await }
-    });
+    let waiting = push_later(&conn, taken);
     tokio::time::sleep(ms(200)).await;
     assert!(!waiting.is_finished(), "a push waits while the queue is full");
 
@@ -110,10 +104,7 @@ async fn pushes_wait_for_room_arrive_in_order_and_fail_once_the_connection_is_go
     eventually("the second connection", connection(1)).await;
     let conn = conns.lock().unwrap()[1].clone();
     let taken = fill(&conn).await;
-    let waiting = tokio::spawn({
-        let conn = conn.clone();
-        async move { conn.push("/n", &numbered(taken)).await }
-    });
+    let waiting = push_later(&conn, taken);
     let ended = tokio::time::timeout(Duration::from_secs(10), waiting)
         .await
         .expect("a waiting push ends when the connection does")

@@ -19,19 +19,6 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-/// `n` incompressible bytes (compression would shrink the answers to nothing).
-fn noise(n: usize) -> Vec<u8> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_stops_reading_is_disconnected_and_memory_stays_bounded() {
     let gone = Arc::new(AtomicUsize::new(0));
@@ -41,7 +28,9 @@ async fn a_peer_that_stops_reading_is_disconnected_and_memory_stays_bounded() {
             .keepalive(None)
             .outbound_queue(4)
             .stalled_peer_timeout(Some(ms(300)))
-            .on("/big", |n: usize| async move { Value::Binary(noise(n)) })
+            .on("/big", |n: usize| async move {
+                Value::Binary(webmesh_tests::noise(n, 0))
+            })
             .on("/add", |(a, b): (i64, i64)| async move { a + b })
             .on_disconnect(move |_: &Connection| {
                 g.fetch_add(1, Ordering::SeqCst);
