@@ -58,30 +58,51 @@ impl Future for Running {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Finished> {
         let this = &mut *self;
-        let finished = |ended| Finished {
+        let ended = if this.fallback.cancel.is_cancelled() {
+            Ended::Cancelled
+        } else if this
+            .deadline
+            .as_mut()
+            .is_some_and(|d| d.as_mut().poll(cx).is_ready())
+        {
+            this.deadline_passed()
+        } else {
+            this.fallback.cancel.register(cx.waker());
+            let answer = std::task::ready!(poll_guarded(&mut this.fut, &this.fallback, cx));
+            // A handler that saw its deadline by the clock (`CallContext::is_cancelled`) before
+            // the timer fired (it rounds up to the millisecond) answered too late: the caller's
+            // budget is spent, so it gets `deadline_exceeded`, as when the timer stops it.
+            if this
+                .deadline
+                .as_ref()
+                .is_some_and(|d| d.deadline() <= tokio::time::Instant::now())
+            {
+                this.deadline_passed()
+            } else {
+                Ended::Done(answer)
+            }
+        };
+        Poll::Ready(Finished {
             id: match this.fallback.reply {
                 ReplyTo::Call(id) => Some(id),
                 ReplyTo::Legacy | ReplyTo::Nothing => None,
             },
             path: this.fallback.frame.clone(),
             ended,
-        };
-        if this.fallback.cancel.is_cancelled() {
-            return Poll::Ready(finished(Ended::Cancelled));
-        }
-        if let Some(deadline) = &mut this.deadline {
-            if deadline.as_mut().poll(cx).is_ready() {
-                this.fallback.cancel.cancel();
-                let path = this.fallback.frame.path();
-                let answer = this.fallback.fail(
-                    code::DEADLINE_EXCEEDED,
-                    &format!("the deadline of the call to {path} passed: its handler was stopped"),
-                );
-                return Poll::Ready(finished(Ended::DeadlineExceeded(answer)));
-            }
-        }
-        this.fallback.cancel.register(cx.waker());
-        poll_guarded(&mut this.fut, &this.fallback, cx).map(|answer| finished(Ended::Done(answer)))
+        })
+    }
+}
+
+impl Running {
+    /// Stops the handler: its answer is the `deadline_exceeded` error, if any.
+    fn deadline_passed(&mut self) -> Ended {
+        self.fallback.cancel.cancel();
+        let path = self.fallback.frame.path();
+        let answer = self.fallback.fail(
+            code::DEADLINE_EXCEEDED,
+            &format!("the deadline of the call to {path} passed: its handler was stopped"),
+        );
+        Ended::DeadlineExceeded(answer)
     }
 }
 
