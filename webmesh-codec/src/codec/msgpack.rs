@@ -275,7 +275,11 @@ mod tests {
         for extra in [&[0x01][..], &[0xc1], &[0xa3, b'a']] {
             let mut bytes = one.clone();
             bytes.extend_from_slice(extra);
-            assert!(err(&bytes).contains("trailing bytes"), "{extra:?}: {}", err(&bytes));
+            assert!(
+                err(&bytes).contains("trailing bytes"),
+                "{extra:?}: {}",
+                err(&bytes)
+            );
         }
         // A truncated value is malformed, not trailing; a value of the wrong type is a payload
         // error.
