@@ -119,6 +119,21 @@ pub use schemars;
 /// a Rust type, like the Python callbacks' `data`. It is `rmpv::Value`.
 pub use rmpv::Value;
 
+/// `fut` inside `span`, or `fut` alone when the span is disabled (no subscriber wants it): entering
+/// and leaving even a disabled span costs a few hundred instructions per poll once any crate in
+/// the build turns on tracing's `log` feature.
+pub(crate) fn in_span<F: std::future::Future>(
+    fut: F,
+    span: tracing::Span,
+) -> futures_util::future::Either<tracing::instrument::Instrumented<F>, F> {
+    use futures_util::future::Either;
+    if span.is_disabled() {
+        Either::Right(fut)
+    } else {
+        Either::Left(tracing::Instrument::instrument(fut, span))
+    }
+}
+
 /// What generated code uses. Not a public API.
 #[doc(hidden)]
 pub mod __private {

@@ -677,11 +677,10 @@ impl Client {
     /// Hands an encoded call to the driver and waits for the frame that answers it, all within
     /// `timeout`, and no longer than the parent call (if any) is wanted.
     async fn finish_call(&self, started: Started, timeout: Option<Duration>) -> Result<Frame> {
-        use tracing::Instrument;
         let span = tracing::debug_span!("call", path = %started.path, id = started.id);
         let path = started.path.clone();
         let exchange = async {
-            let exchange = self.exchange(started).instrument(span);
+            let exchange = crate::in_span(self.exchange(started), span);
             match timeout {
                 Some(after) => {
                     tokio::time::timeout(after, exchange)

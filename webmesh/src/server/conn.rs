@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
-use tracing::Instrument;
 use webmesh_codec::{parse_subprotocol, subprotocol, AnyCodec, FrameEncoder, Framing};
 
 use super::lifecycle::{self, Running};
@@ -34,7 +33,7 @@ pub(super) async fn serve(io: Io, peer: Option<SocketAddr>, shared: Arc<Shared>,
     // Counted from before the handshake so a flood of half-open upgrades counts too.
     let live = shared.live.fetch_add(1, Ordering::AcqRel) + 1;
     let full = live > shared.max_connections;
-    serve_counted(io, peer, id, full, &shared).instrument(span).await;
+    crate::in_span(serve_counted(io, peer, id, full, &shared), span).await;
     shared.live.fetch_sub(1, Ordering::AcqRel);
     drop(running);
 }

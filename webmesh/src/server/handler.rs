@@ -128,8 +128,12 @@ where
             // A span per call when debug logging is on; next to nothing when it is off.
             let span = tracing::debug_span!("call", path = d.frame.path(), id = d.frame.id());
             let ctx = CallContext::new(d.frame.clone(), d.conn.clone(), d.deadline, d.cancel.clone());
-            let fut = span.in_scope(|| f(request, ctx));
-            Box::pin(tracing::Instrument::instrument(
+            let fut = if span.is_disabled() {
+                f(request, ctx)
+            } else {
+                span.in_scope(|| f(request, ctx))
+            };
+            Box::pin(crate::in_span(
                 async move {
                     let outcome = fut.await;
                     d.answer(outcome)
