@@ -7,6 +7,7 @@
 //! which is freed as soon as the socket has nothing more to read. An idle connection then holds
 //! no read buffer beyond tungstenite's small one.
 
+use std::cell::Cell;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -26,6 +27,13 @@ pub(crate) const CHUNK: usize = 4 * 1024;
 
 /// The most bytes asked of the kernel in one system call.
 pub(crate) const MAX_READ: usize = 64 * 1024;
+
+thread_local! {
+    /// The read buffer the last connection that went idle on this thread gave up: the next one
+    /// to read here takes it instead of allocating. (One per thread, at most [`MAX_READ`] bytes
+    /// plus a little: connections that wait hold none.)
+    static SPARE: Cell<Option<BytesMut>> = const { Cell::new(None) };
+}
 
 /// A stream with a read buffer held only while reading moves: the one type both drivers run on.
 pub(crate) struct Io {
@@ -87,6 +95,9 @@ impl Io {
 
     /// Reads what the stream has into the buffer (which is empty); frees it if nothing came.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() == 0 {
+            self.buf = SPARE.with(Cell::take).unwrap_or_default();
+        }
         self.buf.reserve(self.next);
         let mut room = (&mut self.buf).limit(self.next);
         let read = match &mut self.inner {
@@ -104,7 +115,10 @@ impl Io {
         };
         match read {
             Poll::Pending => {
-                self.buf = BytesMut::new();
+                // Nothing buffered: the buffer goes to this thread's spare, for the next
+                // connection that reads here.
+                let spare = std::mem::take(&mut self.buf);
+                SPARE.with(|s| s.set(Some(spare)));
                 self.next = CHUNK;
                 Poll::Pending
             }
