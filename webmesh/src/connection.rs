@@ -77,7 +77,8 @@ struct Inner {
     pending_waker: futures_util::task::AtomicWaker,
     /// Wakes pushers waiting for room once the driver took the pushes.
     room: Notify,
-    /// The driver ended: nothing more is sent.
+    /// Nothing more is sent: the peer is gone, or the driver ended (see `stop_sending`). Set
+    /// under `pending`'s lock, so no push or topic message is taken after it.
     gone: AtomicBool,
     #[cfg(feature = "server")]
     hub: Arc<crate::topics::hub::Hub>,
@@ -278,10 +279,10 @@ impl Connection {
 
     /// Queues a push for the driver if there is room; gives it back otherwise.
     fn offer_push(&self, message: Message) -> std::result::Result<(), (Enqueue, Message)> {
+        let mut p = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
         if self.inner.gone.load(Ordering::Acquire) {
             return Err((Enqueue::Closed, message));
         }
-        let mut p = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
         if p.pushes.len() >= self.inner.bound {
             return Err((Enqueue::Full, message));
         }
@@ -325,10 +326,10 @@ impl Connection {
     /// queue is full the message is dropped and counted, for a lag notice.
     #[cfg(feature = "server")]
     pub(crate) fn offer_topic(&self, message: &Message, path: &str, seq: u64) -> Enqueue {
+        let mut p = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
         if self.inner.gone.load(Ordering::Acquire) {
             return Enqueue::Closed;
         }
-        let mut p = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
         let taken = if p.messages.len() < self.inner.bound {
             p.messages.push_back(message.clone());
             Enqueue::Sent
@@ -405,8 +406,10 @@ impl Connection {
     /// pushes and topic messages fail from now on, and pushers waiting for room are woken to
     /// fail.
     #[cfg(feature = "server")]
-    pub(crate) fn driver_gone(&self) {
+    pub(crate) fn stop_sending(&self) {
+        let p = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
         self.inner.gone.store(true, Ordering::Release);
+        drop(p);
         self.inner.room.notify_waiters();
     }
 

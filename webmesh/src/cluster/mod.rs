@@ -851,7 +851,7 @@ fn forwarded_connection(shared: &Shared, codec: &AnyCodec, identity: Option<AnyI
         hub: shared.hub.clone(),
         queue: 1,
     });
-    conn.driver_gone();
+    conn.stop_sending();
     conn
 }
 

@@ -173,7 +173,7 @@ struct Serving {
 impl Drop for Serving {
     /// However the driver ends (even by a panic), pushers stop waiting for it.
     fn drop(&mut self) {
-        self.conn.driver_gone();
+        self.conn.stop_sending();
     }
 }
 
@@ -242,7 +242,7 @@ impl Driver {
         if !matches!(end, End::Close(..)) {
             // Nothing more reaches this peer: pushes fail from now on (a closing connection
             // still sends them, with the answers of the calls it drains).
-            self.serving.conn.driver_gone();
+            self.serving.conn.stop_sending();
         }
         let own = Instant::now() + shared.shutdown_timeout;
         let deadline = deadline.unwrap_or(own);
