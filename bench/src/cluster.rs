@@ -68,6 +68,17 @@ impl System {
         }
     }
 
+    /// The key `--system` selects this row with.
+    pub(crate) fn short(self) -> &'static str {
+        match self {
+            System::NatsDirect => "nats",
+            System::Local => "local",
+            System::Forwarded => "forwarded",
+            System::FanoutLocal => "fanout-local",
+            System::FanoutCrossNode => "fanout-cross",
+        }
+    }
+
     fn is_fanout(self) -> bool {
         matches!(self, System::FanoutLocal | System::FanoutCrossNode)
     }
@@ -189,6 +200,15 @@ async fn nats_direct(url: &str, sizes: Sizes) -> Result<Sample, String> {
     });
     responder.flush().await.map_err(|e| e.to_string())?;
     let payload = Bytes::from(rmp_serde::to_vec(&small()).map_err(|e| e.to_string())?);
+    // Until a request is answered: the subscription is live for the requester too (a run once
+    // saw "no responders" right after the responder's flush).
+    for attempt in 0.. {
+        match requester.request("bench.echo", payload.clone()).await {
+            Ok(_) => break,
+            Err(e) if attempt >= 200 => return Err(format!("the anchor never answered: {e}")),
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
     let sample = drive(sizes.in_flight, sizes.secs, move || {
         let (requester, payload) = (requester.clone(), payload.clone());
         async move {

@@ -12,7 +12,7 @@
 //! records, the default, or pseudo-random numbers), `--no-python`,
 //! `--workload seq|1x64|16x16|large|idle|fanout|cluster` and
 //! `--system raw|raw-split|webmesh|wss|json|legacy|jsonrpsee|tarpc|tonic` to run one cell (for
-//! profiling).
+//! profiling; the cluster rows: `nats|local|forwarded|fanout-local|fanout-cross`).
 //!
 //! Systems: raw tokio-tungstenite binary echo (the transport limit), webmesh-rs with the default
 //! codec through the generated stub, webmesh-rs JSON, webmesh-rs in 0.1.2 legacy framing,
@@ -337,8 +337,7 @@ async fn orchestrate(o: &Options) -> Result<(), String> {
         }
         fanout_rows.push((system, samples));
     }
-    let cluster_wanted =
-        o.system.is_none() && o.workload.as_ref().is_none_or(|f| "cluster".contains(f.as_str()));
+    let cluster_wanted = o.workload.as_ref().is_none_or(|f| "cluster".contains(f.as_str()));
     let cluster_sizes = if o.quick {
         cluster::Sizes {
             secs: 0.05,
@@ -354,20 +353,21 @@ async fn orchestrate(o: &Options) -> Result<(), String> {
             burst: 500,
         }
     };
-    let mut cluster_rows = Vec::new();
-    for system in cluster::System::ALL {
-        if !cluster_wanted {
-            break;
-        }
-        let mut samples = Vec::new();
-        for _ in 0..o.runs {
+    // The runs interleave (anchor, local, forwarded, … then again), so that a drift of the
+    // machine's speed during the run moves every row alike and not the ratios.
+    let mut cluster_rows: Vec<(cluster::System, Vec<cluster::Sample>)> = cluster::System::ALL
+        .into_iter()
+        .filter(|s| cluster_wanted && o.system.as_ref().is_none_or(|f| f == s.short()))
+        .map(|s| (s, Vec::new()))
+        .collect();
+    for _ in 0..o.runs {
+        for (system, samples) in &mut cluster_rows {
             samples.push(
-                cluster::run(system, cluster_sizes)
+                cluster::run(*system, cluster_sizes)
                     .await
                     .map_err(|e| format!("cluster / {}: {e}", system.name()))?,
             );
         }
-        cluster_rows.push((system, samples));
     }
     if o.python {
         match python_reference(o, &inputs) {
