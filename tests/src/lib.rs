@@ -419,6 +419,19 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// How many clients it has connected now (its `/varz` monitoring endpoint), `None` when it
+    /// does not answer.
+    pub fn connections(&self) -> Option<usize> {
+        let body = http_get(self.monitor_port(), "/varz")?;
+        let (_, rest) = body.split_once("\"connections\":")?;
+        let digits: String = rest
+            .trim_start()
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok()
+    }
+
     /// Kills it (an outage).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -188,6 +188,46 @@ async fn two_instances_of_a_route_share_the_load() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_node_closes_its_nats_connection() {
+    let nats = tokio::task::spawn_blocking(NatsServer::start).await.unwrap();
+    let count = |n: &NatsServer| n.connections().expect("nats-server's /varz answers");
+    assert_eq!(count(&nats), 0);
+    let (far, _) = node(
+        nats.url(),
+        Server::builder().on("/slow", |x: u32| async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            x
+        }),
+    )
+    .await;
+    let (near, url) = node(nats.url(), Server::builder()).await;
+    until_nodes(&url, 2).await;
+    assert_eq!(count(&nats), 2, "one NATS connection per node");
+    // A call forwarded by the node that stops is still answered: its link to NATS stays up
+    // until its connections have drained.
+    let client = Client::connect(&url).await.unwrap();
+    let call = tokio::spawn(async move { client.call_path::<u32>("/slow", &7).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    near.shutdown().await;
+    assert_eq!(call.await.unwrap().unwrap(), 7);
+    let until = |n: usize| {
+        let nats = &nats;
+        async move {
+            for _ in 0..300 {
+                if count(nats) == n {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            false
+        }
+    };
+    assert!(until(1).await, "the stopped node's NATS connection is closed");
+    far.shutdown().await;
+    assert!(until(0).await, "no NATS connection is left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_an_instance_mid_load_fails_only_its_calls() {
     let nats = NatsServer::start();
     // One instance in this process, one in a process that gets killed.

@@ -163,19 +163,33 @@ struct IdentityCodec {
 
 /// The subject of calls to `path`: `<prefix>.call.<path as tokens>`.
 pub fn call_subject(prefix: &str, path: &str) -> String {
-    format!("{prefix}.call.{}", tokens(path))
+    subject(prefix, ".call.", path)
 }
 
 /// The subject of messages published at `path`: `<prefix>.topic.<path as tokens>`.
 pub fn topic_subject(prefix: &str, path: &str) -> String {
-    format!("{prefix}.topic.{}", tokens(path))
+    subject(prefix, ".topic.", path)
+}
+
+fn subject(prefix: &str, kind: &str, path: &str) -> String {
+    let mut out = String::with_capacity(prefix.len() + kind.len() + path.len() + 8);
+    out.push_str(prefix);
+    out.push_str(kind);
+    push_tokens(&mut out, path);
+    out
 }
 
 /// A path as subject tokens: one per segment, each byte outside `[A-Za-z0-9_~-]` written
 /// `%XX`, an empty segment written `%`: `/prices/EUR.USD` is `prices.EUR%2EUSD`.
 pub fn tokens(path: &str) -> String {
-    let path = path.strip_prefix('/').unwrap_or(path);
     let mut out = String::with_capacity(path.len() + 8);
+    push_tokens(&mut out, path);
+    out
+}
+
+fn push_tokens(out: &mut String, path: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let path = path.strip_prefix('/').unwrap_or(path);
     for (i, segment) in path.split('/').enumerate() {
         if i > 0 {
             out.push('.');
@@ -187,11 +201,12 @@ pub fn tokens(path: &str) -> String {
             if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~') {
                 out.push(char::from(b));
             } else {
-                out.push_str(&format!("%{b:02X}"));
+                out.push('%');
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 0xf)]));
             }
         }
     }
-    out
 }
 
 /// The path that subject tokens stand for (the inverse of [`tokens`]).
@@ -233,6 +248,9 @@ pub(crate) struct Link {
     local: OnceLock<NodeDescription>,
     /// Publishes that did not fit in the bridge queue.
     dropped: AtomicU64,
+    /// Runs the NATS connection until the serving task takes it (and drops it once the server
+    /// has stopped).
+    thread: std::sync::Mutex<Option<LinkThread>>,
 }
 
 /// Connects to NATS.
@@ -245,7 +263,7 @@ pub(crate) async fn connect(
     let hub: Arc<OnceLock<Arc<crate::topics::hub::Hub>>> = Arc::default();
     let was_down = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let events = (hub.clone(), was_down);
-    let client = async_nats::ConnectOptions::new()
+    let options = async_nats::ConnectOptions::new()
         .event_callback(move |event| {
             let (hub, was_down) = events.clone();
             async move { link_event(&event, &hub, &was_down) }
@@ -253,13 +271,14 @@ pub(crate) async fn connect(
         .name(format!("webmesh node {node}"))
         .connection_timeout(cfg.connect_timeout)
         .max_reconnects(None)
-        .reconnect_delay_callback(|attempts| Duration::from_millis((100 * attempts as u64).min(1000)))
-        .connect(cfg.url.as_str())
-        .await
-        .map_err(|e| Error::Cluster {
-            url: cfg.url.clone(),
-            reason: e.to_string(),
-        })?;
+        .reconnect_delay_callback(|attempts| Duration::from_millis((100 * attempts as u64).min(1000)));
+    let (client, thread) =
+        LinkThread::connect(options, cfg.url.clone())
+            .await
+            .map_err(|e| Error::Cluster {
+                url: cfg.url.clone(),
+                reason: e,
+            })?;
     tracing::info!(url = cfg.url, node, "joined the cluster");
     Ok(Arc::new(Link {
         client,
@@ -275,7 +294,48 @@ pub(crate) async fn connect(
         hub,
         local: OnceLock::new(),
         dropped: AtomicU64::new(0),
+        thread: std::sync::Mutex::new(Some(thread)),
     }))
+}
+
+/// The thread the NATS connection runs on: its reads, writes and reconnects run beside the
+/// server's runtime, not in it. In the server's runtime, a request sent from a connection's
+/// driver wakes the NATS connection's task into that worker's LIFO slot, where no other worker
+/// can take it: it waits until the driver's whole batch is done, and the other cores stay idle
+/// (measured: a forwarded call used ~1.06 of 2 cores; on its own thread, ~1.4, and 8–10 % more
+/// calls per second). Dropping it stops the thread and closes the connection.
+struct LinkThread {
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl LinkThread {
+    async fn connect(
+        options: async_nats::ConnectOptions,
+        url: String,
+    ) -> Result<(async_nats::Client, LinkThread), String> {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (done, connected) = tokio::sync::oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the cluster link's runtime: {e}"))?;
+        std::thread::Builder::new()
+            .name("webmesh-nats".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let client = options.connect(url).await.map_err(|e| e.to_string());
+                    let ok = client.is_ok();
+                    if done.send(client).is_ok() && ok {
+                        let _ = stopped.await;
+                    }
+                });
+            })
+            .map_err(|e| format!("cannot start the cluster link's thread: {e}"))?;
+        let client = connected
+            .await
+            .map_err(|_| "the cluster link's thread stopped".to_owned())??;
+        Ok((client, LinkThread { _stop: stop }))
+    }
 }
 
 /// The link to NATS went down or came back. Coming back, every subscription of this node gets
@@ -356,7 +416,7 @@ impl Link {
     }
 
     async fn forward(&self, d: Dispatch) -> Option<WireMessage> {
-        let path = d.frame.path().to_owned();
+        let path = d.frame.path();
         if !self.connected() {
             return d.fail(
                 code::UNAVAILABLE,
@@ -386,7 +446,7 @@ impl Link {
                 let budget = d.deadline.map(|_| wait).filter(|_| !notify);
                 match self
                     .encoder(&codec)
-                    .v1_raw_within(kind, id, &path, payload, budget)
+                    .v1_raw_within(kind, id, path, payload, budget)
                 {
                     Ok(WireMessage::Binary(b)) => (Bytes::from(b), false),
                     Ok(WireMessage::Text(_)) | Err(_) => {
@@ -405,7 +465,7 @@ impl Link {
             }
         }
         let headers = (!headers.is_empty()).then_some(headers);
-        let subject = call_subject(&self.prefix, &path);
+        let subject = call_subject(&self.prefix, path);
         if notify {
             let sent = match headers {
                 Some(h) => self.client.publish_with_headers(subject, h, frame).await,
@@ -424,12 +484,12 @@ impl Link {
             request = request.headers(h);
         }
         match self.client.send_request(subject, request).await {
-            Ok(msg) => self.answer(&d, &path, &codec, msg.payload, as_sent),
+            Ok(msg) => self.answer(&d, path, &codec, msg.payload, as_sent),
             Err(e) => match e.kind() {
                 async_nats::RequestErrorKind::NoResponders => match d.reply {
                     ReplyTo::Call(_) => d.fail(code::NOT_FOUND, &format!("no route at {path} on any node")),
                     // As a 0.1.2 server answers.
-                    _ => d.encoder().reply(0, &path, "Path not found").ok().flatten(),
+                    _ => d.encoder().reply(0, path, "Path not found").ok().flatten(),
                 },
                 async_nats::RequestErrorKind::MaxPayloadExceeded => d.fail(
                     code::BAD_REQUEST,
@@ -567,10 +627,19 @@ pub(crate) fn start(link: Arc<Link>, shared: Arc<Shared>) {
         routes,
         topics,
     });
+    let thread = link.thread.lock().map(|mut t| t.take()).unwrap_or_default();
     tokio::spawn(async move {
-        if let Err(e) = serve(link, shared).await {
+        let mut stop = shared.lifecycle.subscribe();
+        if let Err(e) = serve(link, shared.clone()).await {
             tracing::error!(error = %e, "the cluster link stopped: this node serves no forwarded calls");
         }
+        // Connections that still drain may forward calls: NATS stays up until they end.
+        crate::server::lifecycle::started(&mut stop).await;
+        shared
+            .lifecycle
+            .wait_stopped(crate::server::lifecycle::CLOSE_GRACE)
+            .await;
+        drop(thread);
     });
 }
 
@@ -585,7 +654,7 @@ async fn serve(link: Arc<Link>, shared: Arc<Shared>) -> Result<(), async_nats::S
                 .queue_subscribe(subject.clone(), queue.clone())
                 .await?,
         );
-        by_subject.insert(subject, path);
+        by_subject.insert(subject, Arc::<str>::from(path));
     }
     let mut calls = futures_util::stream::select_all(calls);
     let mut topics = link.client.subscribe(format!("{}.topic.>", link.prefix)).await?;
@@ -596,8 +665,19 @@ async fn serve(link: Arc<Link>, shared: Arc<Shared>) -> Result<(), async_nats::S
     loop {
         tokio::select! {
             Some(msg) = calls.next() => {
-                let Some(path) = by_subject.get(msg.subject.as_str()).cloned() else { continue };
-                serve_call(&link, &shared, path, msg).await;
+                // The calls already here go before the other branches are polled again (a
+                // bounded number: topics, introspection and the stop signal still get their turn).
+                let mut next = Some(msg);
+                let mut served = 0;
+                while let Some(msg) = next.take() {
+                    if let Some(path) = by_subject.get(msg.subject.as_str()) {
+                        serve_call(&link, &shared, path.clone(), msg).await;
+                    }
+                    served += 1;
+                    if served < SERVE_BATCH {
+                        next = calls.next().now_or_never().flatten();
+                    }
+                }
             }
             Some(msg) = topics.next() => {
                 if header(&msg, HEADER_ORIGIN) == Some(link.node.as_str()) {
@@ -621,6 +701,9 @@ async fn serve(link: Arc<Link>, shared: Arc<Shared>) -> Result<(), async_nats::S
     let _ = link.client.flush().await;
     Ok(())
 }
+
+/// How many forwarded calls the serving loop takes in a row, when they are already waiting.
+const SERVE_BATCH: usize = 64;
 
 /// A message another node published: to this node's subscribers.
 fn receive_topic(shared: &Shared, path: Option<String>, msg: &Message) {
@@ -673,7 +756,7 @@ async fn respond(
 /// Runs a call another node forwarded, and answers it. A handler that finishes at once (most
 /// do) is run here, in the loop, as the driver of a socket does; one that waits goes on in a
 /// task of its own, under its deadline.
-async fn serve_call(link: &Arc<Link>, shared: &Arc<Shared>, path: String, msg: Message) {
+async fn serve_call(link: &Arc<Link>, shared: &Arc<Shared>, path: Arc<str>, msg: Message) {
     let mut call = match prepare(link, shared, &path, &msg) {
         Ok(call) => call,
         Err(answer) => return respond(link, msg.reply, answer, &path).await,
@@ -696,7 +779,7 @@ async fn serve_call(link: &Arc<Link>, shared: &Arc<Shared>, path: String, msg: M
 /// A forwarded call on its way: the handler's future and how to answer.
 struct Prepared {
     fut: crate::server::handler::BoxFuture<Option<WireMessage>>,
-    path: String,
+    path: Arc<str>,
     notify: bool,
     id: u64,
     enc: FrameEncoder,
@@ -707,7 +790,7 @@ struct Prepared {
 impl Prepared {
     fn fail(&self, code: &str, message: &str) -> Option<WireMessage> {
         if self.notify {
-            tracing::warn!(path = self.path, code, "forwarded notify failed: {message}");
+            tracing::warn!(path = &*self.path, code, "forwarded notify failed: {message}");
             return None;
         }
         self.enc.error_plain(self.id, code, message).ok().flatten()
@@ -720,7 +803,7 @@ impl Prepared {
             Ok(Some(answer)) => Some(answer),
             Ok(None) => self.fail(code::INTERNAL, "the handler gave no answer"),
             Err(()) => {
-                tracing::error!(path = self.path, "handler panicked (forwarded call)");
+                tracing::error!(path = &*self.path, "handler panicked (forwarded call)");
                 self.fail(code::INTERNAL, &format!("handler for {} panicked", self.path))
             }
         }
@@ -760,9 +843,11 @@ impl Prepared {
 fn prepare(
     link: &Link,
     shared: &Arc<Shared>,
-    path: &str,
+    path: &Arc<str>,
     msg: &Message,
 ) -> Result<Prepared, Option<WireMessage>> {
+    let shared_path = path;
+    let path: &str = path;
     let answers = msg.reply.is_some();
     let Some(codec) = codec_named(header(msg, HEADER_CODEC)) else {
         let enc = &link.encoders[0];
@@ -827,7 +912,7 @@ fn prepare(
         .map_err(|_| fail(code::INTERNAL, &format!("handler for {path} panicked")))?;
     Ok(Prepared {
         fut,
-        path: path.to_owned(),
+        path: shared_path.clone(),
         notify,
         id,
         enc,
