@@ -45,6 +45,10 @@ use crate::server::handler::{Dispatch, Erased, Gather, ReplyTo};
 use crate::server::Shared;
 use crate::{NodeDescription, Value};
 
+use self::link::{LinkThread, Replies};
+
+mod link;
+
 /// The default first token of every subject ([`Nats::prefix`]).
 pub const DEFAULT_PREFIX: &str = "webmesh";
 /// How long a forwarded call waits when it has no deadline of its own.
@@ -248,6 +252,8 @@ pub(crate) struct Link {
     local: OnceLock<NodeDescription>,
     /// Publishes that did not fit in the bridge queue.
     dropped: AtomicU64,
+    /// The forwarded calls waiting for their answer.
+    replies: Arc<Replies>,
     /// Runs the NATS connection until the serving task takes it (and drops it once the server
     /// has stopped).
     thread: std::sync::Mutex<Option<LinkThread>>,
@@ -272,7 +278,7 @@ pub(crate) async fn connect(
         .connection_timeout(cfg.connect_timeout)
         .max_reconnects(None)
         .reconnect_delay_callback(|attempts| Duration::from_millis((100 * attempts as u64).min(1000)));
-    let (client, thread) =
+    let (client, replies, thread) =
         LinkThread::connect(options, cfg.url.clone())
             .await
             .map_err(|e| Error::Cluster {
@@ -294,48 +300,9 @@ pub(crate) async fn connect(
         hub,
         local: OnceLock::new(),
         dropped: AtomicU64::new(0),
+        replies,
         thread: std::sync::Mutex::new(Some(thread)),
     }))
-}
-
-/// The thread the NATS connection runs on: its reads, writes and reconnects run beside the
-/// server's runtime, not in it. In the server's runtime, a request sent from a connection's
-/// driver wakes the NATS connection's task into that worker's LIFO slot, where no other worker
-/// can take it: it waits until the driver's whole batch is done, and the other cores stay idle
-/// (measured: a forwarded call used ~1.06 of 2 cores; on its own thread, ~1.4, and 8–10 % more
-/// calls per second). Dropping it stops the thread and closes the connection.
-struct LinkThread {
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-impl LinkThread {
-    async fn connect(
-        options: async_nats::ConnectOptions,
-        url: String,
-    ) -> Result<(async_nats::Client, LinkThread), String> {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (done, connected) = tokio::sync::oneshot::channel();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("cannot start the cluster link's runtime: {e}"))?;
-        std::thread::Builder::new()
-            .name("webmesh-nats".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let client = options.connect(url).await.map_err(|e| e.to_string());
-                    let ok = client.is_ok();
-                    if done.send(client).is_ok() && ok {
-                        let _ = stopped.await;
-                    }
-                });
-            })
-            .map_err(|e| format!("cannot start the cluster link's thread: {e}"))?;
-        let client = connected
-            .await
-            .map_err(|_| "the cluster link's thread stopped".to_owned())??;
-        Ok((client, LinkThread { _stop: stop }))
-    }
 }
 
 /// The link to NATS went down or came back. Coming back, every subscription of this node gets
@@ -476,34 +443,50 @@ impl Link {
             }
             return None;
         }
-        // With a deadline, the server's driver ends the call when it passes (one timer per
-        // call, not two); without one, NATS waits at most the default.
-        let timeout = d.deadline.is_none().then_some(wait);
-        let mut request = async_nats::Request::new().payload(frame).timeout(timeout);
-        if let Some(h) = headers {
-            request = request.headers(h);
-        }
-        match self.client.send_request(subject, request).await {
-            Ok(msg) => self.answer(&d, path, &codec, msg.payload, as_sent),
-            Err(e) => match e.kind() {
-                async_nats::RequestErrorKind::NoResponders => match d.reply {
-                    ReplyTo::Call(_) => d.fail(code::NOT_FOUND, &format!("no route at {path} on any node")),
-                    // As a 0.1.2 server answers.
-                    _ => d.encoder().reply(0, path, "Path not found").ok().flatten(),
-                },
-                async_nats::RequestErrorKind::MaxPayloadExceeded => d.fail(
+        // The answer comes on this node's reply subscription, under the call's own token.
+        let (reply, waiting) = self.replies.wait();
+        let sent = match headers {
+            Some(h) => {
+                self.client
+                    .publish_with_reply_and_headers(subject, reply, h, frame)
+                    .await
+            }
+            None => self.client.publish_with_reply(subject, reply, frame).await,
+        };
+        if let Err(e) = sent {
+            return match e.kind() {
+                async_nats::client::PublishErrorKind::MaxPayloadExceeded => d.fail(
                     code::BAD_REQUEST,
                     &format!("the call to {path} is larger than the cluster's NATS max_payload: {e}"),
-                ),
-                async_nats::RequestErrorKind::TimedOut => d.fail(
-                    code::DEADLINE_EXCEEDED,
-                    &format!("the node serving {path} did not answer within {wait:?}"),
                 ),
                 _ => d.fail(
                     code::UNAVAILABLE,
                     &format!("cannot reach the node serving {path}: {e}"),
                 ),
+            };
+        }
+        // With a deadline, the server's driver ends the call when it passes (one timer per
+        // call, not two); without one, this waits at most the default.
+        let answer = if d.deadline.is_some() {
+            Ok(waiting.await)
+        } else {
+            tokio::time::timeout(wait, waiting).await
+        };
+        match answer {
+            Ok(Ok(msg)) if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) => match d.reply {
+                ReplyTo::Call(_) => d.fail(code::NOT_FOUND, &format!("no route at {path} on any node")),
+                // As a 0.1.2 server answers.
+                _ => d.encoder().reply(0, path, "Path not found").ok().flatten(),
             },
+            Ok(Ok(msg)) => self.answer(&d, path, &codec, msg.payload, as_sent),
+            Ok(Err(_)) => d.fail(
+                code::UNAVAILABLE,
+                &format!("the cluster link stopped before the node serving {path} answered"),
+            ),
+            Err(_) => d.fail(
+                code::DEADLINE_EXCEEDED,
+                &format!("the node serving {path} did not answer within {wait:?}"),
+            ),
         }
     }
 
