@@ -188,6 +188,41 @@ async fn two_instances_of_a_route_share_the_load() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_call_runs_in_the_servers_runtime() {
+    let nats = tokio::task::spawn_blocking(NatsServer::start).await.unwrap();
+    // What a handler spawns, and its timers, belong to the server's runtime (two workers
+    // here), whether the handler finishes at once or waits.
+    let (far, _) = node(
+        nats.url(),
+        Server::builder()
+            .on("/workers", |_: ()| async {
+                let spawned =
+                    tokio::spawn(async { tokio::runtime::Handle::current().metrics().num_workers() });
+                spawned.await.unwrap_or(0)
+            })
+            .on("/workers/later", |_: ()| async {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::runtime::Handle::current().metrics().num_workers()
+            })
+            // Not on the link's thread (documented): answered `internal`, nothing else hurt.
+            .on("/blocking", |_: ()| async {
+                tokio::task::block_in_place(|| 1usize)
+            }),
+    )
+    .await;
+    let (near, url) = node(nats.url(), Server::builder()).await;
+    until_nodes(&url, 2).await;
+    let client = Client::connect(&url).await.unwrap();
+    assert_eq!(client.call_path::<usize>("/workers", &()).await.unwrap(), 2);
+    assert_eq!(client.call_path::<usize>("/workers/later", &()).await.unwrap(), 2);
+    let blocking = client.call_path::<usize>("/blocking", &()).await.unwrap_err();
+    assert_eq!(blocking.remote_code(), Some("internal"), "{blocking}");
+    assert_eq!(client.call_path::<usize>("/workers", &()).await.unwrap(), 2);
+    near.shutdown().await;
+    far.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_node_closes_its_nats_connection() {
     let nats = tokio::task::spawn_blocking(NatsServer::start).await.unwrap();
     let count = |n: &NatsServer| n.connections().expect("nats-server's /varz answers");
@@ -462,6 +497,19 @@ async fn a_server_that_cannot_reach_nats_says_so() {
         Ok(_) => panic!("a fallback and a cluster conflict"),
     };
     assert!(matches!(both, Error::Config(_)), "{both}");
+    let bad_prefix = Server::builder()
+        .nats(Nats::new(format!("nats://127.0.0.1:{port}")).prefix("my mesh"))
+        .bind("127.0.0.1:0")
+        .build()
+        .await;
+    let bad_prefix = match bad_prefix {
+        Err(e) => e,
+        Ok(_) => panic!("a prefix with a space is not a subject"),
+    };
+    assert!(
+        matches!(&bad_prefix, Error::Cluster { reason, .. } if reason.contains("prefix")),
+        "{bad_prefix}"
+    );
 }
 
 #[test]

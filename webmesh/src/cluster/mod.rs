@@ -22,6 +22,14 @@
 //!
 //! The subjects and messages on NATS are specified in `docs/CLUSTER.md`, so that a service in
 //! another language can join.
+//!
+//! The NATS connection runs on a thread of its own (`webmesh-nats`), which also serves the
+//! calls other nodes forward here: a handler that finishes at its first poll (most do) runs
+//! there, in the server runtime's context (what it spawns and its timers belong to the
+//! server's runtime); one that waits goes on as a task of the server's runtime. As on a socket
+//! connection's driver, a handler that blocks holds up the calls behind it, and here the node's
+//! NATS traffic too: put blocking work in `tokio::task::spawn_blocking`
+//! (`block_in_place` is not available on that thread: such a call is answered `internal`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -118,7 +126,9 @@ impl Nats {
     }
 
     /// The first token of every subject (default [`DEFAULT_PREFIX`]): meshes with different
-    /// prefixes share a NATS server without seeing each other.
+    /// prefixes share a NATS server without seeing each other. It may hold several tokens
+    /// (`acme.prod`); building the server fails if it is not a valid subject (empty, an empty
+    /// token, whitespace, `*` or `>`).
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
@@ -183,6 +193,14 @@ fn subject(prefix: &str, kind: &str, path: &str) -> String {
     out
 }
 
+/// A prefix every subject can start with: dot-separated tokens, none empty, without whitespace
+/// or wildcards.
+fn valid_prefix(prefix: &str) -> bool {
+    prefix
+        .split('.')
+        .all(|t| !t.is_empty() && !t.contains(|c: char| c.is_whitespace() || c == '*' || c == '>'))
+}
+
 /// A path as subject tokens: one per segment, each byte outside `[A-Za-z0-9_~-]` written
 /// `%XX`, an empty segment written `%`: `/prices/EUR.USD` is `prices.EUR%2EUSD`.
 pub fn tokens(path: &str) -> String {
@@ -201,8 +219,12 @@ fn push_tokens(out: &mut String, path: &str) {
         if segment.is_empty() {
             out.push('%');
         }
+        if segment.bytes().all(plain) {
+            out.push_str(segment);
+            continue;
+        }
         for b in segment.bytes() {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~') {
+            if plain(b) {
                 out.push(char::from(b));
             } else {
                 out.push('%');
@@ -211,6 +233,11 @@ fn push_tokens(out: &mut String, path: &str) {
             }
         }
     }
+}
+
+/// A byte that stands for itself in a token.
+fn plain(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~')
 }
 
 /// The path that subject tokens stand for (the inverse of [`tokens`]).
@@ -265,6 +292,15 @@ pub(crate) async fn connect(
     limits: Limits,
     compression: Compression,
 ) -> Result<Arc<Link>, Error> {
+    if !valid_prefix(&cfg.prefix) {
+        return Err(Error::Cluster {
+            url: cfg.url.clone(),
+            reason: format!(
+                "the subject prefix {:?} is not a valid NATS subject (no empty token, whitespace, `*` or `>`)",
+                cfg.prefix
+            ),
+        });
+    }
     let node = format!("{:016x}", crate::topics::hub::new_epoch());
     let hub: Arc<OnceLock<Arc<crate::topics::hub::Hub>>> = Arc::default();
     let was_down = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -277,6 +313,8 @@ pub(crate) async fn connect(
         .name(format!("webmesh node {node}"))
         .connection_timeout(cfg.connect_timeout)
         .max_reconnects(None)
+        // Every subject is this node's own making: the checked prefix, then escaped tokens.
+        .skip_subject_validation(true)
         .reconnect_delay_callback(|attempts| Duration::from_millis((100 * attempts as u64).min(1000)));
     let (client, replies, thread) =
         LinkThread::connect(options, cfg.url.clone())
@@ -610,13 +648,21 @@ pub(crate) fn start(link: Arc<Link>, shared: Arc<Shared>) {
         routes,
         topics,
     });
-    let thread = link.thread.lock().map(|mut t| t.take()).unwrap_or_default();
-    tokio::spawn(async move {
-        let mut stop = shared.lifecycle.subscribe();
-        if let Err(e) = serve(link, shared.clone()).await {
+    let Some(thread) = link.thread.lock().ok().and_then(|mut t| t.take()) else {
+        return;
+    };
+    // The serving loop runs on the link's thread; handlers that wait go on in this runtime.
+    let server_runtime = tokio::runtime::Handle::current();
+    let serving = shared.clone();
+    thread.runtime().spawn(async move {
+        if let Err(e) = serve(link, serving, server_runtime).await {
             tracing::error!(error = %e, "the cluster link stopped: this node serves no forwarded calls");
         }
-        // Connections that still drain may forward calls: NATS stays up until they end.
+    });
+    // The link lives until the server has stopped (connections that still drain may forward
+    // calls), or until this runtime is gone (the task dropped with it).
+    tokio::spawn(async move {
+        let mut stop = shared.lifecycle.subscribe();
         crate::server::lifecycle::started(&mut stop).await;
         shared
             .lifecycle
@@ -626,7 +672,11 @@ pub(crate) fn start(link: Arc<Link>, shared: Arc<Shared>) {
     });
 }
 
-async fn serve(link: Arc<Link>, shared: Arc<Shared>) -> Result<(), async_nats::SubscribeError> {
+async fn serve(
+    link: Arc<Link>,
+    shared: Arc<Shared>,
+    server_runtime: tokio::runtime::Handle,
+) -> Result<(), async_nats::SubscribeError> {
     let queue = format!("{}.nodes", link.prefix);
     let mut by_subject = HashMap::new();
     let mut calls = Vec::new();
@@ -654,7 +704,7 @@ async fn serve(link: Arc<Link>, shared: Arc<Shared>) -> Result<(), async_nats::S
                 let mut served = 0;
                 while let Some(msg) = next.take() {
                     if let Some(path) = by_subject.get(msg.subject.as_str()) {
-                        serve_call(&link, &shared, path.clone(), msg).await;
+                        serve_call(&link, &shared, &server_runtime, path.clone(), msg).await;
                     }
                     served += 1;
                     if served < SERVE_BATCH {
@@ -737,21 +787,31 @@ async fn respond(
 }
 
 /// Runs a call another node forwarded, and answers it. A handler that finishes at once (most
-/// do) is run here, in the loop, as the driver of a socket does; one that waits goes on in a
-/// task of its own, under its deadline.
-async fn serve_call(link: &Arc<Link>, shared: &Arc<Shared>, path: Arc<str>, msg: Message) {
-    let mut call = match prepare(link, shared, &path, &msg) {
-        Ok(call) => call,
-        Err(answer) => return respond(link, msg.reply, answer, &path).await,
-    };
-    match call.poll_once() {
-        Some(answer) => {
-            let answer = call.outcome(answer);
-            respond(link, msg.reply, answer, &path).await;
+/// do) is run here, in the loop on the link's thread, as the driver of a socket does (within
+/// the server's runtime context: what it spawns, and its timers, belong to the server's
+/// runtime); one that waits goes on in a task of the server's runtime, under its deadline.
+async fn serve_call(
+    link: &Arc<Link>,
+    shared: &Arc<Shared>,
+    server_runtime: &tokio::runtime::Handle,
+    path: Arc<str>,
+    msg: Message,
+) {
+    let first = {
+        let _server = server_runtime.enter();
+        match prepare(link, shared, &path, &msg) {
+            Err(answer) => Ok(answer),
+            Ok(mut call) => match call.poll_once() {
+                Some(answer) => Ok(call.outcome(answer)),
+                None => Err(call),
+            },
         }
-        None => {
+    };
+    match first {
+        Ok(answer) => respond(link, msg.reply, answer, &path).await,
+        Err(call) => {
             let link = link.clone();
-            tokio::spawn(async move {
+            server_runtime.spawn(async move {
                 let answer = call.finish().await;
                 respond(&link, msg.reply, answer, &path).await;
             });
@@ -955,6 +1015,12 @@ mod tests {
         }
         assert_eq!(call_subject("webmesh", "/add"), "webmesh.call.add");
         assert_eq!(path_of("a.%4"), None);
+        for ok in ["webmesh", "acme.prod", "a-b_c"] {
+            assert!(valid_prefix(ok), "{ok}");
+        }
+        for bad in ["", "a..b", ".a", "a.", "a b", "a.*", "a.>", "a\tb"] {
+            assert!(!valid_prefix(bad), "{bad:?}");
+        }
         assert_eq!(path_of("%FF"), None, "not UTF-8");
     }
 }
