@@ -175,7 +175,8 @@ pub(crate) async fn run(system: System, sizes: Sizes) -> Result<Sample, String> 
 }
 
 /// The anchor: a responder that answers each request with its payload, and requesters, each
-/// on its own connection as two services would be.
+/// on its own connection as two services would be. Tried and not kept, as they made the anchor
+/// slower: both connections on a thread of their own (as a webmesh node's link is).
 async fn nats_direct(url: &str, sizes: Sizes) -> Result<Sample, String> {
     let responder = async_nats::connect(url).await.map_err(|e| e.to_string())?;
     let requester = async_nats::connect(url).await.map_err(|e| e.to_string())?;
@@ -212,8 +213,13 @@ async fn nats_direct(url: &str, sizes: Sizes) -> Result<Sample, String> {
     let sample = drive(sizes.in_flight, sizes.secs, move || {
         let (requester, payload) = (requester.clone(), payload.clone());
         async move {
+            // No timeout: no timer per request (4 % faster than `request`, measured), the
+            // strongest form of the anchor.
             let reply = requester
-                .request("bench.echo", payload)
+                .send_request(
+                    "bench.echo",
+                    async_nats::Request::new().payload(payload).timeout(None),
+                )
                 .await
                 .map_err(|e| e.to_string())?;
             rmp_serde::from_slice::<Small>(&reply.payload).map_err(|e| e.to_string())?;
