@@ -54,6 +54,15 @@ enum Stream {
     Other(Box<dyn AsyncIo>),
 }
 
+macro_rules! each {
+    ($stream:expr, $s:ident => $e:expr) => {
+        match $stream {
+            Stream::Tcp($s) => $e,
+            Stream::Other($s) => $e,
+        }
+    };
+}
+
 impl Io {
     pub(crate) fn new(stream: impl AsyncIo) -> Self {
         Self::with(Stream::Other(Box::new(stream)))
@@ -100,19 +109,9 @@ impl Io {
         }
         self.buf.reserve(self.next);
         let mut room = (&mut self.buf).limit(self.next);
-        let read = match &mut self.inner {
-            Stream::Tcp(tcp) => loop {
-                match tcp.poll_read_ready(cx) {
-                    Poll::Ready(Ok(())) => match tcp.try_read_buf(&mut room) {
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                        done => break Poll::Ready(done),
-                    },
-                    Poll::Ready(Err(e)) => break Poll::Ready(Err(e)),
-                    Poll::Pending => break Poll::Pending,
-                }
-            },
-            Stream::Other(s) => tokio_util::io::poll_read_buf(Pin::new(s), cx, &mut room),
-        };
+        // tokio's read takes a short read as the sign that the kernel has nothing more (its
+        // readiness is cleared), so the next wait costs no `recv` that finds nothing.
+        let read = each!(&mut self.inner, s => tokio_util::io::poll_read_buf(Pin::new(s), cx, &mut room));
         match read {
             Poll::Pending => {
                 // Nothing buffered: the buffer goes to this thread's spare, for the next
@@ -150,15 +149,6 @@ impl AsyncRead for Io {
         this.buf.advance(n);
         Poll::Ready(Ok(()))
     }
-}
-
-macro_rules! each {
-    ($stream:expr, $s:ident => $e:expr) => {
-        match $stream {
-            Stream::Tcp($s) => $e,
-            Stream::Other($s) => $e,
-        }
-    };
 }
 
 impl AsyncWrite for Io {
