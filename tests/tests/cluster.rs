@@ -190,8 +190,8 @@ async fn two_instances_of_a_route_share_the_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forwarded_call_runs_in_the_servers_runtime() {
     let nats = tokio::task::spawn_blocking(NatsServer::start).await.unwrap();
-    // What a handler spawns, and its timers, belong to the server's runtime (two workers
-    // here), whether the handler finishes at once or waits.
+    // What a handler spawns during its first poll on the link's thread belongs to the
+    // server's runtime (two workers here); a handler that waits goes on in that runtime.
     let (far, _) = node(
         nats.url(),
         Server::builder()
@@ -259,7 +259,17 @@ async fn a_stopped_node_closes_its_nats_connection() {
     near.shutdown().await;
     assert_eq!(call.await.unwrap().unwrap(), 7);
     assert!(until(1).await, "the stopped node's NATS connection is closed");
+    // A call forwarded *to* the node that stops is answered too: its serving loop, and the
+    // handlers it moved to tasks, count among what its shutdown waits for.
+    let (front, url) = node(nats.url(), Server::builder()).await;
+    until_nodes(&url, 2).await;
+    let client = Client::connect(&url).await.unwrap();
+    let call = tokio::spawn(async move { client.call_path::<u32>("/slow", &8).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
     far.shutdown().await;
+    assert_eq!(call.await.unwrap().unwrap(), 8);
+    assert!(until(1).await, "the serving node's NATS connection is closed");
+    front.shutdown().await;
     assert!(until(0).await, "no NATS connection is left");
 }
 

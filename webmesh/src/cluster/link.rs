@@ -90,28 +90,49 @@ async fn run(
             return;
         }
     };
+    let flushing = client.clone();
     if done.send(Ok((client, replies.clone()))).is_err() {
         return;
     }
     loop {
         tokio::select! {
-            _ = &mut stopped => return,
+            _ = &mut stopped => break,
             answer = answers.next() => match answer {
                 Some(msg) => replies.deliver(msg),
-                // The client closed: nothing more arrives.
-                None => break,
+                // The client closed: no answer can come any more.
+                None => {
+                    replies.close();
+                    let _ = stopped.await;
+                    return;
+                }
             },
         }
     }
-    let _ = stopped.await;
+    // Stopping (the server has drained): what is still queued (answers to calls other nodes
+    // forwarded here) goes out before the connection closes with this thread's runtime; calls
+    // of this node still waiting for an answer fail now rather than at their deadline.
+    let _ = tokio::time::timeout(FLUSH_ON_STOP, flushing.flush()).await;
+    replies.close();
 }
 
+/// How long a stopping link waits for NATS to take what it still has to send.
+const FLUSH_ON_STOP: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The forwarded calls waiting for their answer, each under a token at the end of its reply
-/// subject (`<inbox>.<token>`), all answered through one subscription (`<inbox>.*`).
+/// subject (`<inbox>.<token>`), all answered through one subscription (`<inbox>.*`). (That
+/// subscription's channel holds async-nats' default 64 Ki messages; the link's thread drains
+/// it as it fills, so it does not overflow in practice.)
 pub(super) struct Replies {
     base: String,
     next: AtomicU64,
-    waiting: Mutex<HashMap<u64, oneshot::Sender<Message>, BuildHasherDefault<TokenHasher>>>,
+    waiting: Mutex<Waiters>,
+}
+
+/// The calls waiting, and whether the link has stopped (then none can wait any more).
+#[derive(Default)]
+struct Waiters {
+    calls: HashMap<u64, oneshot::Sender<Message>, BuildHasherDefault<TokenHasher>>,
+    closed: bool,
 }
 
 impl Replies {
@@ -119,27 +140,46 @@ impl Replies {
         Replies {
             base,
             next: AtomicU64::new(1),
-            waiting: Mutex::new(HashMap::default()),
+            waiting: Mutex::new(Waiters::default()),
         }
     }
 
     /// A reply subject for one call, and the answer's future (the call's entry goes when the
-    /// future is dropped, answered or not).
-    pub(super) fn wait(&self) -> (Subject, Waiting<'_>) {
+    /// future is dropped, answered or not); `None` once the link has stopped.
+    pub(super) fn wait(&self) -> Option<(Subject, Waiting<'_>)> {
         let token = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.lock().insert(token, tx);
+        {
+            let mut waiters = self.lock();
+            if waiters.closed {
+                return None;
+            }
+            waiters.calls.insert(token, tx);
+        }
         let mut subject = String::with_capacity(self.base.len() + 20);
         subject.push_str(&self.base);
         push_decimal(&mut subject, token);
-        (
+        Some((
             Subject::from(subject),
             Waiting {
                 replies: self,
                 token,
                 rx,
             },
-        )
+        ))
+    }
+
+    /// The link stopped: the calls waiting fail (their futures give `Err`), and no new one
+    /// may wait.
+    pub(super) fn close(&self) {
+        let mut waiters = self.lock();
+        waiters.closed = true;
+        waiters.calls.clear();
+    }
+
+    /// True once the link has stopped.
+    pub(super) fn is_closed(&self) -> bool {
+        self.lock().closed
     }
 
     /// An answer: to the call waiting under its subject's token (none: it gave up).
@@ -149,27 +189,24 @@ impl Replies {
             .as_str()
             .strip_prefix(self.base.as_str())
             .and_then(|t| t.parse::<u64>().ok());
-        let waiting = token.and_then(|t| self.lock().remove(&t));
+        let waiting = token.and_then(|t| self.lock().calls.remove(&t));
         if let Some(tx) = waiting {
             let _ = tx.send(msg);
         }
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Message>, BuildHasherDefault<TokenHasher>>>
-    {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Waiters> {
         // Nothing panics while holding it; a poisoned map is still consistent.
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().calls.len()
     }
 }
 
-/// One call's answer: the message, or `Err` when the link stopped first.
+/// One call's answer: the message, or `Err` when the link stopped first ([`Replies::close`]).
 pub(super) struct Waiting<'a> {
     replies: &'a Replies,
     token: u64,
@@ -187,7 +224,7 @@ impl Future for Waiting<'_> {
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         // Still there when the call gave up (its deadline, its caller gone).
-        self.replies.lock().remove(&self.token);
+        self.replies.lock().calls.remove(&self.token);
     }
 }
 
@@ -246,8 +283,8 @@ mod tests {
     #[tokio::test]
     async fn each_answer_reaches_the_call_of_its_token_and_a_call_that_gives_up_leaves_nothing() {
         let replies = Replies::new("_INBOX.abc.".into());
-        let (s1, w1) = replies.wait();
-        let (s2, w2) = replies.wait();
+        let (s1, w1) = replies.wait().unwrap();
+        let (s2, w2) = replies.wait().unwrap();
         assert_eq!(s1.as_str(), "_INBOX.abc.1");
         assert_eq!(s2.as_str(), "_INBOX.abc.2");
         assert_eq!(replies.len(), 2);
@@ -262,6 +299,18 @@ mod tests {
         assert_eq!(replies.len(), 0, "a call that gave up is forgotten");
         // An answer after its call gave up goes nowhere.
         replies.deliver(answer("_INBOX.abc.1"));
+        assert_eq!(replies.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_stopped_link_fails_the_calls_waiting_and_takes_no_more() {
+        let replies = Replies::new("_INBOX.abc.".into());
+        let (_, waiting) = replies.wait().unwrap();
+        assert!(!replies.is_closed());
+        replies.close();
+        assert!(replies.is_closed());
+        assert!(waiting.await.is_err(), "the waiting call fails at once");
+        assert!(replies.wait().is_none(), "no call waits on a stopped link");
         assert_eq!(replies.len(), 0);
     }
 

@@ -281,8 +281,8 @@ pub(crate) struct Link {
     dropped: AtomicU64,
     /// The forwarded calls waiting for their answer.
     replies: Arc<Replies>,
-    /// Runs the NATS connection until the serving task takes it (and drops it once the server
-    /// has stopped).
+    /// Runs the NATS connection; `start` hands it to a task that drops it once the server has
+    /// stopped.
     thread: std::sync::Mutex<Option<LinkThread>>,
 }
 
@@ -391,6 +391,7 @@ fn codec_named(name: Option<&str>) -> Option<AnyCodec> {
 impl Link {
     fn connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
+            && !self.replies.is_closed()
     }
 
     /// The handler that forwards what has no route here.
@@ -482,7 +483,12 @@ impl Link {
             return None;
         }
         // The answer comes on this node's reply subscription, under the call's own token.
-        let (reply, waiting) = self.replies.wait();
+        let Some((reply, waiting)) = self.replies.wait() else {
+            return d.fail(
+                code::UNAVAILABLE,
+                &format!("no route at {path} here, and this node's cluster link has stopped"),
+            );
+        };
         let sent = match headers {
             Some(h) => {
                 self.client
@@ -654,10 +660,14 @@ pub(crate) fn start(link: Arc<Link>, shared: Arc<Shared>) {
     // The serving loop runs on the link's thread; handlers that wait go on in this runtime.
     let server_runtime = tokio::runtime::Handle::current();
     let serving = shared.clone();
+    // Counted among what runs: a shutdown waits for the loop to stop taking calls and to flush
+    // its answers (and for the handlers it moved to tasks, each counted too).
+    let running = shared.lifecycle.track();
     thread.runtime().spawn(async move {
         if let Err(e) = serve(link, serving, server_runtime).await {
             tracing::error!(error = %e, "the cluster link stopped: this node serves no forwarded calls");
         }
+        drop(running);
     });
     // The link lives until the server has stopped (connections that still drain may forward
     // calls), or until this runtime is gone (the task dropped with it).
@@ -811,9 +821,11 @@ async fn serve_call(
         Ok(answer) => respond(link, msg.reply, answer, &path).await,
         Err(call) => {
             let link = link.clone();
+            let running = shared.lifecycle.track();
             server_runtime.spawn(async move {
                 let answer = call.finish().await;
                 respond(&link, msg.reply, answer, &path).await;
+                drop(running);
             });
         }
     }
