@@ -125,6 +125,8 @@ const FLUSH_ON_STOP: std::time::Duration = std::time::Duration::from_secs(1);
 pub(super) struct Replies {
     base: String,
     next: AtomicU64,
+    /// Mixed into each token: tokens follow no order another node could guess from one it saw.
+    key: u64,
     waiting: Mutex<Waiters>,
 }
 
@@ -140,6 +142,7 @@ impl Replies {
         Replies {
             base,
             next: AtomicU64::new(1),
+            key: crate::topics::hub::new_epoch(),
             waiting: Mutex::new(Waiters::default()),
         }
     }
@@ -147,7 +150,7 @@ impl Replies {
     /// A reply subject for one call, and the answer's future (the call's entry goes when the
     /// future is dropped, answered or not); `None` once the link has stopped.
     pub(super) fn wait(&self) -> Option<(Subject, Waiting<'_>)> {
-        let token = self.next.fetch_add(1, Ordering::Relaxed);
+        let token = scramble(self.next.fetch_add(1, Ordering::Relaxed) ^ self.key);
         let (tx, rx) = oneshot::channel();
         {
             let mut waiters = self.lock();
@@ -188,6 +191,7 @@ impl Replies {
             .subject
             .as_str()
             .strip_prefix(self.base.as_str())
+            .filter(|t| canonical_decimal(t))
             .and_then(|t| t.parse::<u64>().ok());
         let waiting = token.and_then(|t| self.lock().calls.remove(&t));
         if let Some(tx) = waiting {
@@ -248,6 +252,18 @@ impl Hasher for TokenHasher {
     }
 }
 
+/// A bijection of `u64` (splitmix64's finalizer): distinct counters give distinct tokens.
+fn scramble(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// Digits as [`push_decimal`] writes them (no sign, no leading zero).
+fn canonical_decimal(t: &str) -> bool {
+    !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) && (t == "0" || !t.starts_with('0'))
+}
+
 fn push_decimal(out: &mut String, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
@@ -285,20 +301,30 @@ mod tests {
         let replies = Replies::new("_INBOX.abc.".into());
         let (s1, w1) = replies.wait().unwrap();
         let (s2, w2) = replies.wait().unwrap();
-        assert_eq!(s1.as_str(), "_INBOX.abc.1");
-        assert_eq!(s2.as_str(), "_INBOX.abc.2");
+        let token = |s: &Subject| s.as_str().strip_prefix("_INBOX.abc.").unwrap().to_owned();
+        let (t1, t2) = (token(&s1), token(&s2));
+        assert!(canonical_decimal(&t1) && canonical_decimal(&t2), "{t1} {t2}");
+        assert_ne!(t1, t2);
+        let n1: u64 = t1.parse().unwrap();
+        assert_ne!(
+            t2.parse::<u64>().unwrap(),
+            n1.wrapping_add(1),
+            "not the next number"
+        );
         assert_eq!(replies.len(), 2);
-        replies.deliver(answer("_INBOX.abc.2"));
-        // Not ours, or not a token: ignored.
-        replies.deliver(answer("_INBOX.other.1"));
+        // Not ours, not a token, or the token written another way: ignored.
+        replies.deliver(answer(&format!("_INBOX.other.{t2}")));
         replies.deliver(answer("_INBOX.abc.x"));
-        replies.deliver(answer("_INBOX.abc.99"));
-        assert_eq!(w2.await.unwrap().subject.as_str(), "_INBOX.abc.2");
+        replies.deliver(answer(&format!("_INBOX.abc.+{t2}")));
+        replies.deliver(answer(&format!("_INBOX.abc.0{t2}")));
+        assert_eq!(replies.len(), 2);
+        replies.deliver(answer(s2.as_str()));
+        assert_eq!(w2.await.unwrap().subject, s2);
         assert_eq!(replies.len(), 1);
         drop(w1);
         assert_eq!(replies.len(), 0, "a call that gave up is forgotten");
         // An answer after its call gave up goes nowhere.
-        replies.deliver(answer("_INBOX.abc.1"));
+        replies.deliver(answer(s1.as_str()));
         assert_eq!(replies.len(), 0);
     }
 
@@ -312,6 +338,25 @@ mod tests {
         assert!(waiting.await.is_err(), "the waiting call fails at once");
         assert!(replies.wait().is_none(), "no call waits on a stopped link");
         assert_eq!(replies.len(), 0);
+    }
+
+    #[test]
+    fn scrambled_tokens_stay_distinct() {
+        let mut seen = std::collections::HashSet::new();
+        for n in 0..10_000u64 {
+            assert!(seen.insert(scramble(n ^ 0x1234_5678)));
+        }
+        for (t, ok) in [
+            ("0", true),
+            ("7", true),
+            ("10", true),
+            ("", false),
+            ("01", false),
+            ("+1", false),
+            ("1a", false),
+        ] {
+            assert_eq!(canonical_decimal(t), ok, "{t:?}");
+        }
     }
 
     #[test]
