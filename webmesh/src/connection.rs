@@ -155,6 +155,16 @@ pub(crate) struct Pending {
     pub(crate) notices: Vec<(u64, crate::topics::NoticeBody)>,
 }
 
+/// What the driver takes with the messages: what did not fit (lags) and what became of
+/// subscriptions (notices), to go out after the messages.
+#[cfg(feature = "server")]
+pub(crate) struct News {
+    /// Messages missed per topic path: how many, and the last one's sequence number.
+    pub(crate) lag: std::collections::BTreeMap<String, (u64, u64)>,
+    /// Notices for subscriptions, by subscription id.
+    pub(crate) notices: Vec<(u64, crate::topics::NoticeBody)>,
+}
+
 impl Connection {
     #[cfg(feature = "server")]
     pub(crate) fn new(a: Accepted) -> Self {
@@ -376,7 +386,7 @@ impl Connection {
         &self,
         cx: &std::task::Context<'_>,
         messages: &mut std::collections::VecDeque<Message>,
-    ) -> Option<Pending> {
+    ) -> Option<News> {
         self.inner.pending_waker.register(cx.waker());
         if !self.inner.has_pending.swap(false, Ordering::AcqRel) {
             return None;
@@ -389,9 +399,7 @@ impl Connection {
         } else {
             std::mem::swap(&mut p.messages, messages);
         }
-        let taken = Pending {
-            pushes: std::collections::VecDeque::new(),
-            messages: std::collections::VecDeque::new(),
+        let taken = News {
             lag: std::mem::take(&mut p.lag),
             notices: std::mem::take(&mut p.notices),
         };

@@ -586,7 +586,7 @@ impl Serving {
     }
 
     /// Notices for news that waited: a lag notice per topic path, then per-subscription ones.
-    fn queue_pending(&self, pending: crate::connection::Pending, out: &mut Outbox) {
+    fn queue_pending(&self, pending: crate::connection::News, out: &mut Outbox) {
         use crate::topics::{hub::notice_frame, NoticeBody};
         for (path, (missed, upto)) in pending.lag {
             let body = NoticeBody {
