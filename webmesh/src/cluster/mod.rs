@@ -281,17 +281,17 @@ pub(crate) struct Link {
     dropped: AtomicU64,
     /// The forwarded calls waiting for their answer.
     replies: Arc<Replies>,
-    /// Runs the NATS connection; `start` hands it to a task that drops it once the server has
-    /// stopped.
-    thread: std::sync::Mutex<Option<LinkThread>>,
+}
+
+/// A node's place in the cluster, as `connect` leaves it for [`start`]: the link, and the
+/// thread its NATS connection runs on (kept by `start` until the server has stopped).
+pub(crate) struct Joined {
+    pub(crate) link: Arc<Link>,
+    thread: LinkThread,
 }
 
 /// Connects to NATS.
-pub(crate) async fn connect(
-    cfg: &Nats,
-    limits: Limits,
-    compression: Compression,
-) -> Result<Arc<Link>, Error> {
+pub(crate) async fn connect(cfg: &Nats, limits: Limits, compression: Compression) -> Result<Joined, Error> {
     if !valid_prefix(&cfg.prefix) {
         return Err(Error::Cluster {
             url: cfg.url.clone(),
@@ -324,7 +324,7 @@ pub(crate) async fn connect(
                 reason: e,
             })?;
     tracing::info!(url = cfg.url, node, "joined the cluster");
-    Ok(Arc::new(Link {
+    let link = Arc::new(Link {
         client,
         prefix: cfg.prefix.clone(),
         node,
@@ -339,8 +339,8 @@ pub(crate) async fn connect(
         local: OnceLock::new(),
         dropped: AtomicU64::new(0),
         replies,
-        thread: std::sync::Mutex::new(Some(thread)),
-    }))
+    });
+    Ok(Joined { link, thread })
 }
 
 /// The link to NATS went down or came back. Coming back, every subscription of this node gets
@@ -644,7 +644,8 @@ impl Link {
 
 /// Serves this node's routes, topics and description to the cluster until the server shuts
 /// down.
-pub(crate) fn start(link: Arc<Link>, shared: Arc<Shared>) {
+pub(crate) fn start(joined: Joined, shared: Arc<Shared>) {
+    let Joined { link, thread } = joined;
     let _ = link.hub.set(shared.hub.clone());
     let mut routes: Vec<String> = shared.router.paths().map(str::to_owned).collect();
     routes.sort();
@@ -654,9 +655,6 @@ pub(crate) fn start(link: Arc<Link>, shared: Arc<Shared>) {
         routes,
         topics,
     });
-    let Some(thread) = link.thread.lock().ok().and_then(|mut t| t.take()) else {
-        return;
-    };
     // The serving loop runs on the link's thread; handlers that wait go on in this runtime.
     let server_runtime = tokio::runtime::Handle::current();
     let serving = shared.clone();

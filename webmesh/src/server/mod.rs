@@ -578,7 +578,7 @@ impl ServerBuilder {
         }
         router.check_state(&self.states)?;
         #[cfg(feature = "nats")]
-        let link = match &self.nats {
+        let joined = match &self.nats {
             Some(_) if self.fallback.is_some() => {
                 return Err(Error::Config(
                     "a fallback and a cluster both answer paths without a route: choose one".into(),
@@ -590,10 +590,10 @@ impl ServerBuilder {
         #[cfg(not(feature = "nats"))]
         let gather = None;
         #[cfg(feature = "nats")]
-        let gather = link.as_ref().map(|l| l.gatherer());
+        let gather = joined.as_ref().map(|j| j.link.gatherer());
         #[cfg(feature = "nats")]
-        if let Some(link) = &link {
-            router.set_forwarder(link.forwarder());
+        if let Some(joined) = &joined {
+            router.set_forwarder(joined.link.forwarder());
         }
         if let Some(fallback) = self.fallback {
             router.set_fallback(fallback);
@@ -653,9 +653,9 @@ impl ServerBuilder {
             tls: self.tls.map(tokio_rustls::TlsAcceptor::from),
         });
         #[cfg(feature = "nats")]
-        if let Some(link) = link {
-            shared.hub.set_bridge(link.bridge());
-            crate::cluster::start(link, shared.clone());
+        if let Some(joined) = joined {
+            shared.hub.set_bridge(joined.link.bridge());
+            crate::cluster::start(joined, shared.clone());
         }
         let routes = shared.router.paths().count();
         if routes == 0 {
