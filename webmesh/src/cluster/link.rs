@@ -56,9 +56,7 @@ impl LinkThread {
             },
         ))
     }
-}
 
-impl LinkThread {
     /// The thread's runtime, to run tasks on it.
     pub(super) fn runtime(&self) -> &tokio::runtime::Handle {
         &self.runtime
@@ -232,7 +230,7 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// Tokens are this node's own counter, not a peer's input: a multiply spreads them enough.
+/// Tokens are this node's own, already scrambled ([`scramble`]): they hash as themselves.
 #[derive(Default)]
 struct TokenHasher(u64);
 
@@ -243,12 +241,12 @@ impl Hasher for TokenHasher {
 
     fn write(&mut self, bytes: &[u8]) {
         for b in bytes {
-            self.0 = (self.0 << 8 | u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            self.0 = self.0 << 8 | u64::from(*b);
         }
     }
 
     fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = n;
     }
 }
 
