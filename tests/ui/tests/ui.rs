@@ -1,11 +1,11 @@
-//! Compile-time behaviour of `#[webmesh::route]`, with trybuild: `tests/ui/correct/*.rs` must
-//! compile and run; each `tests/ui/incorrect/*.rs` makes one mistake and must fail with the
+//! Compile-time behaviour of `#[webmesh::route]`, with trybuild: `correct/*.rs` must
+//! compile and run; each `incorrect/*.rs` makes one mistake and must fail with the
 //! committed `.stderr`.
 //!
 //! The `.stderr` files match rustc 1.95 (the toolchain of this project's machines). Compiler
 //! wording drifts between releases, so on another toolchain this test fails and says so, rather
 //! than pass without checking the messages. Regenerate the files for your toolchain with
-//! `TRYBUILD=overwrite cargo test -p webmesh-tests --test ui` and read the diff; or run only the
+//! `TRYBUILD=overwrite cargo test -p webmesh-ui-tests --test ui` and read the diff; or run only the
 //! `correct` cases with `WEBMESH_UI_ANY_RUSTC=1`, which this test then reports as a partial run.
 //! (No `rust-toolchain.toml`: it would make rustup download 1.95 on machines that cannot.)
 
@@ -33,9 +33,9 @@ fn ui() {
         version.trim()
     );
     let t = trybuild::TestCases::new();
-    t.pass("ui/correct/*.rs");
+    t.pass("correct/*.rs");
     if pinned {
-        t.compile_fail("ui/incorrect/*.rs");
+        t.compile_fail("incorrect/*.rs");
     } else {
         #[allow(clippy::print_stderr)]
         {
