@@ -71,8 +71,11 @@ pub const COMPRESSION_SAMPLE: usize = 2 * 1024;
 /// or more is first deflated on a [`COMPRESSION_SAMPLE`]-byte sample: if that saves less than
 /// [`min_saving`](Self::min_saving) percent (numbers, already compressed or random bytes), the
 /// payload goes uncompressed and the rest is never deflated, so compression costs CPU only where
-/// it pays. Legacy msgpack frames are always deflated, as
-/// 0.1.2 expects, unless [`legacy_zlib`](Self::legacy_zlib) is off.
+/// it pays. After such a "no", the next 15 large payloads sent on the same path by the same
+/// thread go uncompressed without a sample (a route's payload type is fixed, so its
+/// compressibility changes little between calls); then a sample judges again. Legacy msgpack
+/// frames are always deflated, as 0.1.2 expects, unless [`legacy_zlib`](Self::legacy_zlib) is
+/// off.
 ///
 /// # Examples
 ///

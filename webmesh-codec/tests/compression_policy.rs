@@ -106,3 +106,37 @@ fn a_payload_under_the_sample_size_is_compressed_whenever_it_shrinks() {
     assert!(compressed(&frame) && frame.len() < plain.len());
     assert_eq!(decode::<Vec<u32>>(&frame), value);
 }
+
+/// A path whose sample said "not worth it" is not sampled for its next few large payloads (on
+/// this thread): a compressible payload on that path goes uncompressed a few times, then
+/// compressed again once sampled; other paths are judged on their own.
+#[test]
+fn a_no_from_the_sample_holds_for_a_few_payloads_of_that_path_only() {
+    let enc = FrameEncoder::new(Framing::V1, AnyCodec::MSGPACK, Compression::default());
+    let frame = |path: &str, value: &dyn erased::Value| match value.encode(&enc, path) {
+        WireMessage::Binary(b) => b,
+        WireMessage::Text(_) => unreachable!("msgpack frames are binary"),
+    };
+    let numbers = numbers(13_098);
+    let logs = logs(2_000);
+    assert!(!compressed(&frame("/p", &numbers)));
+    assert!(compressed(&frame("/q", &logs)), "another path: sampled");
+    let skipped = (0..32).take_while(|_| !compressed(&frame("/p", &logs))).count();
+    assert_eq!(skipped, 15, "the next 15 large payloads of /p skip the sample");
+    assert_eq!(decode::<Vec<String>>(&frame("/p", &logs)), logs);
+}
+
+/// Encodes values of different types through one closure.
+mod erased {
+    use webmesh_codec::{FrameEncoder, WireMessage};
+
+    pub(super) trait Value {
+        fn encode(&self, enc: &FrameEncoder, path: &str) -> WireMessage;
+    }
+
+    impl<T: serde::Serialize> Value for T {
+        fn encode(&self, enc: &FrameEncoder, path: &str) -> WireMessage {
+            enc.notify(path, self).unwrap()
+        }
+    }
+}

@@ -22,6 +22,7 @@ use crate::legacy::{self, LegacyParts};
 
 mod json;
 mod msgpack;
+mod msgpack_fast;
 
 pub use json::Json;
 pub use msgpack::MsgPack;

@@ -21,6 +21,13 @@ impl Codec for MsgPack {
     const NIL: &'static [u8] = &[0xc0];
 
     fn encode<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<()> {
+        let start = out.len();
+        if super::msgpack_fast::encode(value, out).is_ok() {
+            return Ok(());
+        }
+        // What the fast path leaves to rmp-serde (ext values, sequences of unknown length) or
+        // fails on: rmp-serde writes it, or says what is wrong.
+        out.truncate(start);
         let mut ser = rmp_serde::Serializer::new(out).with_struct_map();
         value.serialize(&mut ser).map_err(Error::encode)
     }
@@ -45,12 +52,17 @@ impl Codec for MsgPack {
     }
 }
 
-/// Decodes an owned `T` from all of `bytes`: the runtime's hot path. It reads the slice in place
-/// (strings are copied once, into the value; rmp-serde's `io::Read` path copied each through a
-/// buffer with `read_to_end`), and catches trailing bytes without the structural pre-scan that
-/// [`MsgPack::decode_seed`] does (that scan costs ~7% of a 64 KiB call): after the value, reading
-/// one more must fail at the end of the bytes.
+/// Decodes an owned `T` from all of `bytes`: the runtime's hot path. The fast decoder
+/// (`msgpack_fast`) takes what typed payloads hold; anything else, and every error, goes to
+/// rmp-serde, reading the slice in place (strings are copied once, into the value; its
+/// `io::Read` path copied each through a buffer with `read_to_end`). Both catch trailing bytes
+/// without the structural pre-scan that [`MsgPack::decode_seed`] does (that scan costs ~7% of a
+/// 64 KiB call): after the value, reading one more must fail at the end of the bytes.
 pub(crate) fn decode_owned<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    if let Some(value) = super::msgpack_fast::decode(bytes, MAX_DEPTH) {
+        return Ok(value);
+    }
+    // What the fast path leaves to rmp-serde, or an error: rmp-serde decodes it or says why.
     let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
     de.set_max_depth(MAX_DEPTH);
     let value = T::deserialize(&mut de).map_err(classify)?;
