@@ -171,57 +171,68 @@ impl<'a, 'b> ser::Serializer for &'b mut Encoder<'a> {
         false
     }
 
+    #[inline]
     fn serialize_bool(self, v: bool) -> Result<()> {
         self.out.push(if v { 0xc3 } else { 0xc2 });
         Ok(())
     }
 
+    #[inline]
     fn serialize_i8(self, v: i8) -> Result<()> {
         self.sint(v.into());
         Ok(())
     }
 
+    #[inline]
     fn serialize_i16(self, v: i16) -> Result<()> {
         self.sint(v.into());
         Ok(())
     }
 
+    #[inline]
     fn serialize_i32(self, v: i32) -> Result<()> {
         self.sint(v.into());
         Ok(())
     }
 
+    #[inline]
     fn serialize_i64(self, v: i64) -> Result<()> {
         self.sint(v);
         Ok(())
     }
 
+    #[inline]
     fn serialize_u8(self, v: u8) -> Result<()> {
         self.uint(v.into());
         Ok(())
     }
 
+    #[inline]
     fn serialize_u16(self, v: u16) -> Result<()> {
         self.uint(v.into());
         Ok(())
     }
 
+    #[inline]
     fn serialize_u32(self, v: u32) -> Result<()> {
         self.uint(v.into());
         Ok(())
     }
 
+    #[inline]
     fn serialize_u64(self, v: u64) -> Result<()> {
         self.uint(v);
         Ok(())
     }
 
+    #[inline]
     fn serialize_f32(self, v: f32) -> Result<()> {
         self.out.push(0xca);
         self.out.extend_from_slice(&v.to_be_bytes());
         Ok(())
     }
 
+    #[inline]
     fn serialize_f64(self, v: f64) -> Result<()> {
         self.out.push(0xcb);
         self.out.extend_from_slice(&v.to_be_bytes());
@@ -232,6 +243,7 @@ impl<'a, 'b> ser::Serializer for &'b mut Encoder<'a> {
         self.str(v.encode_utf8(&mut [0; 4]))
     }
 
+    #[inline]
     fn serialize_str(self, v: &str) -> Result<()> {
         self.str(v)
     }
