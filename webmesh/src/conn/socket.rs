@@ -4,7 +4,7 @@
 //! turn of the loop checks the liveness timers, moves queued messages into the socket, lets the
 //! role move its own work (finished handlers, calls from callers), and reads the peer's next
 //! frame. Everything that became readable or sendable is processed before one flush, so a burst
-//! costs one write.
+//! costs one write (a long one, one per [`FLUSH_EVERY`] frames read).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -32,6 +32,13 @@ pub(crate) enum End {
     /// This side closes, with this code and reason (a protocol violation, a shutdown, a request).
     Close(u16, String),
 }
+
+/// Within a long burst, what is ready goes out after every this many frames read, not only at
+/// the burst's end: the peer starts on the first answers (or calls) while this side reads the
+/// rest, instead of the two sides taking turns with whole batches. 1 × 64 small calls on 2 cores,
+/// three interleaved rounds: 179–189k → 214–234k calls/s, CPU per call unchanged (7.3–8.3 µs);
+/// 16 × 16 and 64 KiB unchanged. Every 4 frames measured the same as 8; 8 costs fewer writes.
+const FLUSH_EVERY: usize = 8;
 
 /// What a driver (server or client) plugs into the loop.
 pub(crate) trait Role {
@@ -97,6 +104,7 @@ impl Socket {
     }
 
     fn poll_turns(&mut self, role: &mut impl Role, cx: &mut Context<'_>) -> Poll<End> {
+        let mut read_since_flush = 0;
         loop {
             match self.timers.poll(cx) {
                 Poll::Ready(Liveness::Ping) => self.outbox.queue.push_front(Message::Ping(Bytes::new())),
@@ -121,6 +129,12 @@ impl Socket {
                         progress = true;
                         if let Some(end) = role.on_data(frame_type, bytes, &mut self.outbox, cx) {
                             return Poll::Ready(end);
+                        }
+                        read_since_flush += 1;
+                        if read_since_flush == FLUSH_EVERY {
+                            read_since_flush = 0;
+                            self.poll_write(cx);
+                            self.poll_flush(cx);
                         }
                     }
                     Poll::Ready(Read::Other) => progress = true,
