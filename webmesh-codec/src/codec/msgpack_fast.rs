@@ -156,6 +156,17 @@ impl Encoder<'_> {
     }
 }
 
+/// Integer methods of the serializer: widened to 64 bits, then written in their smallest form.
+macro_rules! integers {
+    ($($method:ident($t:ty) => $write:ident),*) => {$(
+        #[inline]
+        fn $method(self, v: $t) -> Result<()> {
+            self.$write(v.into());
+            Ok(())
+        }
+    )*};
+}
+
 impl<'a, 'b> ser::Serializer for &'b mut Encoder<'a> {
     type Ok = ();
     type Error = Unsupported;
@@ -177,53 +188,16 @@ impl<'a, 'b> ser::Serializer for &'b mut Encoder<'a> {
         Ok(())
     }
 
-    #[inline]
-    fn serialize_i8(self, v: i8) -> Result<()> {
-        self.sint(v.into());
-        Ok(())
-    }
-
-    #[inline]
-    fn serialize_i16(self, v: i16) -> Result<()> {
-        self.sint(v.into());
-        Ok(())
-    }
-
-    #[inline]
-    fn serialize_i32(self, v: i32) -> Result<()> {
-        self.sint(v.into());
-        Ok(())
-    }
-
-    #[inline]
-    fn serialize_i64(self, v: i64) -> Result<()> {
-        self.sint(v);
-        Ok(())
-    }
-
-    #[inline]
-    fn serialize_u8(self, v: u8) -> Result<()> {
-        self.uint(v.into());
-        Ok(())
-    }
-
-    #[inline]
-    fn serialize_u16(self, v: u16) -> Result<()> {
-        self.uint(v.into());
-        Ok(())
-    }
-
-    #[inline]
-    fn serialize_u32(self, v: u32) -> Result<()> {
-        self.uint(v.into());
-        Ok(())
-    }
-
-    #[inline]
-    fn serialize_u64(self, v: u64) -> Result<()> {
-        self.uint(v);
-        Ok(())
-    }
+    integers!(
+        serialize_i8(i8) => sint,
+        serialize_i16(i16) => sint,
+        serialize_i32(i32) => sint,
+        serialize_i64(i64) => sint,
+        serialize_u8(u8) => uint,
+        serialize_u16(u16) => uint,
+        serialize_u32(u32) => uint,
+        serialize_u64(u64) => uint
+    );
 
     #[inline]
     fn serialize_f32(self, v: f32) -> Result<()> {
