@@ -52,7 +52,7 @@ thread_local! {
 
 /// Large payloads sent without sampling after a sample of their path said deflating them does
 /// not pay (see `Encoder::worth_deflating`).
-pub(crate) const SKIPS_AFTER_NO: u8 = 15;
+const SKIPS_AFTER_NO: u8 = 15;
 const VERDICT_SLOTS: usize = 8;
 
 thread_local! {

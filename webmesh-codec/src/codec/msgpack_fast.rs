@@ -520,38 +520,28 @@ impl<'de> Decoder<'de> {
         }
     }
 
-    fn nested<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+    /// An array or map of `len` elements (or keys) visited through `visit`, one level deeper;
+    /// the visitor must take them all, as rmp-serde requires.
+    fn nested<T>(&mut self, len: u32, visit: impl FnOnce(&mut Elements<'_, 'de>) -> Result<T>) -> Result<T> {
         self.depth -= 1;
         if self.depth == 0 {
             return Err(Unsupported);
         }
-        let out = f(self)?;
+        let mut access = Elements { de: self, left: len };
+        let value = visit(&mut access)?;
+        if access.left != 0 {
+            return Err(Unsupported);
+        }
         self.depth += 1;
-        Ok(out)
+        Ok(value)
     }
 
     fn seq<V: Visitor<'de>>(&mut self, len: u32, v: V) -> Result<V::Value> {
-        self.nested(|de| {
-            let mut access = Elements { de, left: len };
-            let value = v.visit_seq(&mut access)?;
-            if access.left == 0 {
-                Ok(value)
-            } else {
-                Err(Unsupported)
-            }
-        })
+        self.nested(len, |access| v.visit_seq(access))
     }
 
     fn map<V: Visitor<'de>>(&mut self, len: u32, v: V) -> Result<V::Value> {
-        self.nested(|de| {
-            let mut access = Elements { de, left: len };
-            let value = v.visit_map(&mut access)?;
-            if access.left == 0 {
-                Ok(value)
-            } else {
-                Err(Unsupported)
-            }
-        })
+        self.nested(len, |access| v.visit_map(access))
     }
 }
 
