@@ -11,8 +11,9 @@
 //! throughput phase (default 1000), `--large logs|numbers` (the large payload: compressible log
 //! records, the default, or pseudo-random numbers), `--no-python`,
 //! `--workload seq|1x64|16x16|large|idle|fanout|cluster` and
-//! `--system raw|raw-split|webmesh|wss|json|legacy|jsonrpsee|tarpc|tonic` to run one cell (for
-//! profiling; the cluster rows: `nats|local|forwarded|fanout-local|fanout-cross`).
+//! `--system raw|raw-split|webmesh|wss|json|legacy|jsonrpsee|tarpc|tonic` to run one cell, or
+//! a comma-separated list of them (for profiling and A/B runs; the cluster rows:
+//! `nats|local|forwarded|fanout-local|fanout-cross`).
 //!
 //! Systems: raw tokio-tungstenite binary echo (the transport limit), webmesh-rs with the default
 //! codec through the generated stub, webmesh-rs JSON, webmesh-rs in 0.1.2 legacy framing,
@@ -56,6 +57,15 @@ struct Options {
     fanout_burst: u64,
     large_numbers: bool,
     python: bool,
+}
+
+impl Options {
+    /// Whether `--system` (a comma-separated list) names `system`, or is absent.
+    fn wants(&self, system: &str) -> bool {
+        self.system
+            .as_ref()
+            .is_none_or(|list| list.split(',').any(|s| s == system))
+    }
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -283,7 +293,7 @@ async fn orchestrate(o: &Options) -> Result<(), String> {
         }
         let mut rows = Vec::new();
         for system in System::ALL {
-            if o.system.as_ref().is_some_and(|f| system.key() != f) {
+            if !o.wants(system.key()) {
                 continue;
             }
             let mut samples = Vec::new();
@@ -323,7 +333,7 @@ async fn orchestrate(o: &Options) -> Result<(), String> {
         }
     };
     for system in fanout::Fanout::ALL {
-        let wanted = o.system.as_ref().is_none_or(|f| f == system.short());
+        let wanted = o.wants(system.short());
         if !fanout_wanted || !wanted {
             continue;
         }
@@ -357,7 +367,7 @@ async fn orchestrate(o: &Options) -> Result<(), String> {
     // machine's speed during the run moves every row alike and not the ratios.
     let mut cluster_rows: Vec<(cluster::System, Vec<cluster::Sample>)> = cluster::System::ALL
         .into_iter()
-        .filter(|s| cluster_wanted && o.system.as_ref().is_none_or(|f| f == s.short()))
+        .filter(|s| cluster_wanted && o.wants(s.short()))
         .map(|s| (s, Vec::new()))
         .collect();
     for _ in 0..o.runs {

@@ -131,7 +131,7 @@ pub(super) struct Replies {
 /// The calls waiting, and whether the link has stopped (then none can wait any more).
 #[derive(Default)]
 struct Waiters {
-    calls: HashMap<u64, oneshot::Sender<Message>, BuildHasherDefault<TokenHasher>>,
+    calls: HashMap<u64, oneshot::Sender<Answer>, BuildHasherDefault<TokenHasher>>,
     closed: bool,
 }
 
@@ -166,6 +166,7 @@ impl Replies {
                 replies: self,
                 token,
                 rx,
+                done: false,
             },
         ))
     }
@@ -193,7 +194,10 @@ impl Replies {
             .and_then(|t| t.parse::<u64>().ok());
         let waiting = token.and_then(|t| self.lock().calls.remove(&t));
         if let Some(tx) = waiting {
-            let _ = tx.send(msg);
+            let _ = tx.send(Answer {
+                no_responders: msg.status == Some(async_nats::StatusCode::NO_RESPONDERS),
+                payload: msg.payload,
+            });
         }
     }
 
@@ -208,25 +212,39 @@ impl Replies {
     }
 }
 
-/// One call's answer: the message, or `Err` when the link stopped first ([`Replies::close`]).
+/// What a node answered to a forwarded call.
+pub(super) struct Answer {
+    /// NATS said no node subscribes to the call's subject (the status `503`).
+    pub(super) no_responders: bool,
+    /// The answer (a v1 REPLY or ERROR frame).
+    pub(super) payload: bytes::Bytes,
+}
+
+/// One call's answer, or `Err` when the link stopped first ([`Replies::close`]).
 pub(super) struct Waiting<'a> {
     replies: &'a Replies,
     token: u64,
-    rx: oneshot::Receiver<Message>,
+    rx: oneshot::Receiver<Answer>,
+    /// The answer came, or the link stopped: the call's entry is gone already.
+    done: bool,
 }
 
 impl Future for Waiting<'_> {
-    type Output = Result<Message, oneshot::error::RecvError>;
+    type Output = Result<Answer, oneshot::error::RecvError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.rx).poll(cx)
+        let out = std::task::ready!(Pin::new(&mut self.rx).poll(cx));
+        self.done = true;
+        Poll::Ready(out)
     }
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         // Still there when the call gave up (its deadline, its caller gone).
-        self.replies.lock().calls.remove(&self.token);
+        if !self.done {
+            self.replies.lock().calls.remove(&self.token);
+        }
     }
 }
 
@@ -286,11 +304,12 @@ mod tests {
         Message {
             subject: Subject::from(subject),
             reply: None,
-            payload: bytes::Bytes::from_static(b"answer"),
+            // The subject as the answer: the test sees which answer reached which call.
+            payload: bytes::Bytes::copy_from_slice(subject.as_bytes()),
             headers: None,
             status: None,
             description: None,
-            length: 6,
+            length: subject.len(),
         }
     }
 
@@ -317,7 +336,7 @@ mod tests {
         replies.deliver(answer(&format!("_INBOX.abc.0{t2}")));
         assert_eq!(replies.len(), 2);
         replies.deliver(answer(s2.as_str()));
-        assert_eq!(w2.await.unwrap().subject, s2);
+        assert_eq!(w2.await.unwrap().payload, s2.as_str().as_bytes());
         assert_eq!(replies.len(), 1);
         drop(w1);
         assert_eq!(replies.len(), 0, "a call that gave up is forgotten");

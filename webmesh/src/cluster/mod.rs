@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use async_nats::{HeaderMap, Message};
+use async_nats::{HeaderMap, Message, Subject};
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 use serde::de::DeserializeOwned;
@@ -281,6 +281,51 @@ pub(crate) struct Link {
     dropped: AtomicU64,
     /// The forwarded calls waiting for their answer.
     replies: Arc<Replies>,
+    /// The subjects of the paths forwarded from here.
+    subjects: Subjects,
+}
+
+/// A call on its way to NATS ([`Link::outgoing`]).
+struct Outgoing {
+    subject: Subject,
+    frame: Bytes,
+    headers: Option<HeaderMap>,
+    /// The caller's own frame (its id, its budget): the answer goes back as it comes.
+    as_sent: bool,
+}
+
+/// The call subjects of the paths forwarded so far: a forwarded call clones its subject (a
+/// reference count) instead of writing it and copying it. Bounded: paths past
+/// [`SUBJECTS_CACHED`] of them, or longer than [`SUBJECT_PATH_CACHED`] bytes, get their
+/// subject written each time (whatever paths clients send, the cache stays small).
+#[derive(Default)]
+struct Subjects(std::sync::RwLock<HashMap<Box<str>, Subject>>);
+
+/// How many paths' subjects [`Subjects`] keeps.
+const SUBJECTS_CACHED: usize = 1024;
+/// The longest path whose subject [`Subjects`] keeps.
+const SUBJECT_PATH_CACHED: usize = 128;
+
+impl Subjects {
+    /// The call subject of `path` ([`call_subject`]).
+    fn call(&self, prefix: &str, path: &str) -> Subject {
+        if let Some(subject) = self.read().get(path) {
+            return subject.clone();
+        }
+        let subject = Subject::from(call_subject(prefix, path));
+        if path.len() <= SUBJECT_PATH_CACHED {
+            let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
+            if map.len() < SUBJECTS_CACHED {
+                map.insert(path.into(), subject.clone());
+            }
+        }
+        subject
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Box<str>, Subject>> {
+        // Nothing panics while holding it; a poisoned map is still consistent.
+        self.0.read().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// A node's place in the cluster, as `connect` leaves it for [`start`]: the link, and the
@@ -339,6 +384,7 @@ pub(crate) async fn connect(cfg: &Nats, limits: Limits, compression: Compression
         local: OnceLock::new(),
         dropped: AtomicU64::new(0),
         replies,
+        subjects: Subjects::default(),
     });
     Ok(Joined { link, thread })
 }
@@ -399,7 +445,7 @@ impl Link {
         let link = self.clone();
         Arc::new(move |d: Dispatch| {
             let link = link.clone();
-            Box::pin(async move { link.forward(d).await })
+            Box::pin(link.forward(d))
         })
     }
 
@@ -421,19 +467,11 @@ impl Link {
         }
     }
 
-    async fn forward(&self, d: Dispatch) -> Option<WireMessage> {
+    /// What goes to NATS for a call this node has no route for: its subject, frame and
+    /// headers (`Err`: the caller's answer, the call cannot go).
+    fn outgoing(&self, d: &Dispatch, notify: bool, wait: Duration) -> Result<Outgoing, Option<WireMessage>> {
         let path = d.frame.path();
-        if !self.connected() {
-            return d.fail(
-                code::UNAVAILABLE,
-                &format!("no route at {path} here, and the cluster (NATS) is unreachable"),
-            );
-        }
-        let codec = d.frame.codec().clone();
-        let notify = d.reply == ReplyTo::Nothing;
-        let wait = d.deadline.map_or(DEFAULT_FORWARD_TIMEOUT, |dl| {
-            dl.saturating_duration_since(Instant::now())
-        });
+        let codec = d.frame.codec();
         // The call goes on as a v1 frame: a v1 client's own frame as it came (its id, its
         // budget), else one made with the payload as it came and this server's budget.
         let original = d
@@ -450,13 +488,10 @@ impl Link {
                 };
                 let payload = d.frame.payload_bytes().unwrap_or_else(|| codec.nil());
                 let budget = d.deadline.map(|_| wait).filter(|_| !notify);
-                match self
-                    .encoder(&codec)
-                    .v1_raw_within(kind, id, path, payload, budget)
-                {
+                match self.encoder(codec).v1_raw_within(kind, id, path, payload, budget) {
                     Ok(WireMessage::Binary(b)) => (Bytes::from(b), false),
                     Ok(WireMessage::Text(_)) | Err(_) => {
-                        return d.fail(code::INTERNAL, &format!("cannot forward the call to {path}"));
+                        return Err(d.fail(code::INTERNAL, &format!("cannot forward the call to {path}")));
                     }
                 }
             }
@@ -470,79 +505,140 @@ impl Link {
                 headers.insert(HEADER_IDENTITY, json.as_str());
             }
         }
-        let headers = (!headers.is_empty()).then_some(headers);
-        let subject = call_subject(&self.prefix, path);
-        if notify {
-            let sent = match headers {
-                Some(h) => self.client.publish_with_headers(subject, h, frame).await,
-                None => self.client.publish(subject, frame).await,
-            };
-            if let Err(e) = sent {
-                tracing::warn!(path, error = %e, "cannot forward a notify to the cluster");
-            }
-            return None;
-        }
-        // The answer comes on this node's reply subscription, under the call's own token.
-        let Some((reply, waiting)) = self.replies.wait() else {
-            return d.fail(
-                code::UNAVAILABLE,
-                &format!("no route at {path} here, and this node's cluster link has stopped"),
-            );
-        };
-        let sent = match headers {
-            Some(h) => {
-                self.client
-                    .publish_with_reply_and_headers(subject, reply, h, frame)
-                    .await
-            }
-            None => self.client.publish_with_reply(subject, reply, frame).await,
-        };
-        if let Err(e) = sent {
-            return match e.kind() {
-                async_nats::client::PublishErrorKind::MaxPayloadExceeded => d.fail(
-                    code::BAD_REQUEST,
-                    &format!("the call to {path} is larger than the cluster's NATS max_payload: {e}"),
-                ),
-                _ => d.fail(
+        Ok(Outgoing {
+            subject: self.subjects.call(&self.prefix, path),
+            frame,
+            headers: (!headers.is_empty()).then_some(headers),
+            as_sent,
+        })
+    }
+
+    /// A call this node has no route for, sent to the node that serves it; the caller's
+    /// answer. (An `async` block, not an `async fn`: an `async fn` keeps its arguments twice
+    /// in its future, and a `Dispatch` is 200 bytes.)
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
+    fn forward(
+        self: Arc<Self>,
+        d: Dispatch,
+    ) -> impl std::future::Future<Output = Option<WireMessage>> + Send {
+        async move {
+            let path = d.frame.path();
+            if !self.connected() {
+                return d.fail(
                     code::UNAVAILABLE,
-                    &format!("cannot reach the node serving {path}: {e}"),
-                ),
+                    &format!("no route at {path} here, and the cluster (NATS) is unreachable"),
+                );
+            }
+            let notify = d.reply == ReplyTo::Nothing;
+            let wait = d.deadline.map_or(DEFAULT_FORWARD_TIMEOUT, |dl| {
+                dl.saturating_duration_since(Instant::now())
+            });
+            let Outgoing {
+                subject,
+                frame,
+                headers,
+                as_sent,
+            } = match self.outgoing(&d, notify, wait) {
+                Ok(out) => out,
+                Err(answer) => return answer,
             };
+            if notify {
+                if let Err(e) = self.send(subject, None, headers, frame).await {
+                    tracing::warn!(path, error = %e, "cannot forward a notify to the cluster");
+                }
+                return None;
+            }
+            // The answer comes on this node's reply subscription, under the call's own token.
+            let Some((reply, waiting)) = self.replies.wait() else {
+                return d.fail(
+                    code::UNAVAILABLE,
+                    &format!("no route at {path} here, and this node's cluster link has stopped"),
+                );
+            };
+            if let Err(e) = self.send(subject, Some(reply), headers, frame).await {
+                return match e.kind() {
+                    async_nats::client::PublishErrorKind::MaxPayloadExceeded => d.fail(
+                        code::BAD_REQUEST,
+                        &format!("the call to {path} is larger than the cluster's NATS max_payload: {e}"),
+                    ),
+                    _ => d.fail(
+                        code::UNAVAILABLE,
+                        &format!("cannot reach the node serving {path}: {e}"),
+                    ),
+                };
+            }
+            // With a deadline, the server's driver ends the call when it passes (one timer per
+            // call, not two); without one, this waits at most the default (its timer boxed: a
+            // call's future stays small, as most calls have a deadline).
+            let answer = if d.deadline.is_some() {
+                Ok(waiting.await)
+            } else {
+                Box::pin(tokio::time::timeout(wait, waiting)).await
+            };
+            match answer {
+                Ok(Ok(link::Answer {
+                    no_responders: true, ..
+                })) => match d.reply {
+                    ReplyTo::Call(_) => d.fail(code::NOT_FOUND, &format!("no route at {path} on any node")),
+                    // As a 0.1.2 server answers.
+                    _ => d.encoder().reply(0, path, "Path not found").ok().flatten(),
+                },
+                Ok(Ok(link::Answer { payload, .. })) => self.answer(&d, path, payload, as_sent),
+                Ok(Err(_)) => d.fail(
+                    code::UNAVAILABLE,
+                    &format!("the cluster link stopped before the node serving {path} answered"),
+                ),
+                Err(_) => d.fail(
+                    code::DEADLINE_EXCEEDED,
+                    &format!("the node serving {path} did not answer within {wait:?}"),
+                ),
+            }
         }
-        // With a deadline, the server's driver ends the call when it passes (one timer per
-        // call, not two); without one, this waits at most the default.
-        let answer = if d.deadline.is_some() {
-            Ok(waiting.await)
-        } else {
-            tokio::time::timeout(wait, waiting).await
-        };
-        match answer {
-            Ok(Ok(msg)) if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) => match d.reply {
-                ReplyTo::Call(_) => d.fail(code::NOT_FOUND, &format!("no route at {path} on any node")),
-                // As a 0.1.2 server answers.
-                _ => d.encoder().reply(0, path, "Path not found").ok().flatten(),
-            },
-            Ok(Ok(msg)) => self.answer(&d, path, &codec, msg.payload, as_sent),
-            Ok(Err(_)) => d.fail(
-                code::UNAVAILABLE,
-                &format!("the cluster link stopped before the node serving {path} answered"),
-            ),
-            Err(_) => d.fail(
-                code::DEADLINE_EXCEEDED,
-                &format!("the node serving {path} did not answer within {wait:?}"),
-            ),
+    }
+
+    /// Hands a message to the NATS connection: at once when its queue has room, as it almost
+    /// always has; else it waits for room in a box. (async-nats' publish futures take 570–680
+    /// bytes: held in a forwarded call's future, they made it 1.5 KB, past the allocator's
+    /// fast sizes.)
+    fn send(
+        &self,
+        subject: Subject,
+        reply: Option<Subject>,
+        headers: Option<HeaderMap>,
+        frame: Bytes,
+    ) -> impl std::future::Future<Output = Result<(), async_nats::PublishError>> + Send + '_ {
+        // Reference counts (and the rare headers): for the second try, if the first must wait.
+        let again = (subject.clone(), reply.clone(), headers.clone(), frame.clone());
+        let first = self.publish(subject, reply, headers, frame).now_or_never();
+        async move {
+            match first {
+                Some(sent) => sent,
+                None => {
+                    let (subject, reply, headers, frame) = again;
+                    Box::pin(self.publish(subject, reply, headers, frame)).await
+                }
+            }
+        }
+    }
+
+    async fn publish(
+        &self,
+        subject: Subject,
+        reply: Option<Subject>,
+        headers: Option<HeaderMap>,
+        frame: Bytes,
+    ) -> Result<(), async_nats::PublishError> {
+        let client = &self.client;
+        match (reply, headers) {
+            (None, None) => client.publish(subject, frame).await,
+            (None, Some(h)) => client.publish_with_headers(subject, h, frame).await,
+            (Some(r), None) => client.publish_with_reply(subject, r, frame).await,
+            (Some(r), Some(h)) => client.publish_with_reply_and_headers(subject, r, h, frame).await,
         }
     }
 
     /// The caller's answer, from a node's answer (a v1 REPLY or ERROR frame).
-    fn answer(
-        &self,
-        d: &Dispatch,
-        path: &str,
-        codec: &AnyCodec,
-        answer: Bytes,
-        as_sent: bool,
-    ) -> Option<WireMessage> {
+    fn answer(&self, d: &Dispatch, path: &str, answer: Bytes, as_sent: bool) -> Option<WireMessage> {
         if answer.len() > self.limits.max_frame_size {
             return d.fail(
                 code::INTERNAL,
@@ -562,9 +658,14 @@ impl Link {
             },
             // 0.1.2: the value as a reply; nothing for an error, nor for null.
             ReplyTo::Legacy => {
-                let frame =
-                    webmesh_codec::decode_frame(Framing::V1, codec, &self.limits, FrameType::Binary, answer)
-                        .ok()?;
+                let frame = webmesh_codec::decode_frame(
+                    Framing::V1,
+                    d.frame.codec(),
+                    &self.limits,
+                    FrameType::Binary,
+                    answer,
+                )
+                .ok()?;
                 if frame.kind() != Kind::Reply {
                     return None;
                 }
@@ -1009,6 +1110,23 @@ impl Link {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cached_subjects_are_the_call_subjects_and_the_cache_stays_bounded() {
+        let subjects = Subjects::default();
+        for path in ["/echo", "/a b/ç", "/echo"] {
+            assert_eq!(subjects.call("wm", path).as_str(), call_subject("wm", path));
+        }
+        assert_eq!(subjects.read().len(), 2);
+        let long = format!("/{}", "x".repeat(SUBJECT_PATH_CACHED));
+        assert_eq!(subjects.call("wm", &long).as_str(), call_subject("wm", &long));
+        assert_eq!(subjects.read().len(), 2, "a long path is not kept");
+        for n in 0..2 * SUBJECTS_CACHED {
+            let path = format!("/p/{n}");
+            assert_eq!(subjects.call("wm", &path).as_str(), call_subject("wm", &path));
+        }
+        assert_eq!(subjects.read().len(), SUBJECTS_CACHED);
+    }
 
     #[test]
     fn paths_and_subject_tokens_map_both_ways() {
