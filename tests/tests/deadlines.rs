@@ -327,3 +327,109 @@ async fn a_thousand_timeouts_at_once_leave_nothing_behind() {
     eventually("every handler stopped", || dropped.load(Ordering::SeqCst) == 6000).await;
     handle.shutdown().await;
 }
+
+/// A v1 server that completes the upgrade, answers nothing, and reports the id of each CANCEL
+/// it reads.
+async fn silent_v1_server() -> (String, tokio::sync::mpsc::UnboundedReceiver<u64>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        #[allow(clippy::result_large_err)] // tungstenite's handshake callback type
+        let callback =
+            |_: &tokio_tungstenite::tungstenite::handshake::server::Request,
+             mut resp: tokio_tungstenite::tungstenite::handshake::server::Response| {
+                resp.headers_mut()
+                    .insert("sec-websocket-protocol", "webmesh.v1.msgpack".parse().unwrap());
+                Ok(resp)
+            };
+        let mut ws = tokio_tungstenite::accept_hdr_async(tcp, callback).await.unwrap();
+        while let Some(Ok(message)) = ws.next().await {
+            if !message.is_binary() {
+                continue;
+            }
+            let f = webmesh_tests::v1_frame(message);
+            if f.kind() == Kind::Cancel && tx.send(f.id()).is_err() {
+                return;
+            }
+        }
+    });
+    (url, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clients_own_deadlines_end_calls_a_server_never_answers_each_at_its_time() {
+    let (url, mut cancels) = silent_v1_server().await;
+    let c = Client::builder()
+        .timeout(Some(Duration::from_millis(400)))
+        .connect(&url)
+        .await
+        .unwrap();
+    let t = Instant::now();
+    // Three calls in flight at once with different timeouts, the longest first: each ends at
+    // its own time with its own path and timeout, and the server gets each one's CANCEL.
+    let call = |path: &'static str, timeout: Option<Duration>| {
+        let c = c.clone();
+        tokio::spawn(async move {
+            let r = match timeout {
+                Some(t) => c
+                    .call_path_as::<u8, Value>(path, &(), Some(t))
+                    .await
+                    .map_err(|e| match e {
+                        webmesh::CallError::Rpc(e) => e,
+                        other => panic!("{other:?}"),
+                    }),
+                None => c.call_path::<u8>(path, &()).await,
+            };
+            (r, t.elapsed())
+        })
+    };
+    let long = call("/long", None);
+    let middle = call("/middle", Some(Duration::from_millis(200)));
+    let short = call("/short", Some(Duration::from_millis(50)));
+    for (task, path, after) in [
+        (short, "/short", 50),
+        (middle, "/middle", 200),
+        (long, "/long", 400),
+    ] {
+        let (r, elapsed) = tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .unwrap_or_else(|_| panic!("{path} never ended"))
+            .unwrap();
+        match r {
+            Err(Error::CallTimeout { path: p, after: a }) => {
+                assert_eq!((p.as_str(), a), (path, Duration::from_millis(after)))
+            }
+            other => panic!("expected a timeout from {path}, got {other:?}"),
+        }
+        assert!(
+            elapsed >= Duration::from_millis(after),
+            "{path} ended after {elapsed:?}"
+        );
+        assert!(
+            elapsed < Duration::from_millis(after) + Duration::from_secs(5),
+            "{path}: {elapsed:?}"
+        );
+    }
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let id = tokio::time::timeout(Duration::from_secs(5), cancels.recv())
+            .await
+            .expect("a CANCEL for each call")
+            .unwrap();
+        ids.push(id);
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "one CANCEL per call: {ids:?}");
+    // The connection is still up: a new call goes out (and times out in turn).
+    let again = c
+        .call_path_as::<u8, Value>("/again", &(), Some(Duration::from_millis(30)))
+        .await;
+    assert!(
+        matches!(again, Err(webmesh::CallError::Rpc(Error::CallTimeout { .. }))),
+        "{again:?}"
+    );
+    assert!(!c.is_closed());
+}

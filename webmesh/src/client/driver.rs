@@ -23,7 +23,7 @@ use super::builder::{Dialer, Reconnect};
 use super::legacy::{LegacyPaths, Reply};
 use super::subscriptions::Local;
 use super::{ConnectionState, Shared};
-use crate::conn::{self, Io, Keepalive, Outbox, Role, Socket};
+use crate::conn::{self, Deadlines, Io, Keepalive, Outbox, Role, Socket};
 use crate::error::{CloseKind, Error, Result};
 
 /// Where a call's answer goes.
@@ -31,8 +31,14 @@ pub(super) type Waiter = oneshot::Sender<Result<Frame>>;
 
 /// What callers ask of the driver.
 pub(super) enum Command {
-    /// Send a v1 CALL and route the answer with this id to `waiter`.
-    Call { id: u64, msg: Message, waiter: Waiter },
+    /// Send a v1 CALL and route the answer with this id to `waiter`; past `deadline`, the
+    /// call times out (the waiter gets [`timed_out`], the server a CANCEL).
+    Call {
+        id: u64,
+        msg: Message,
+        waiter: Waiter,
+        deadline: Option<Instant>,
+    },
     /// Send a legacy request and route the next answer on `path` to `waiter`.
     LegacyCall {
         id: u64,
@@ -87,6 +93,8 @@ struct Calling {
     shared: Arc<Shared>,
     rx: mpsc::Receiver<Command>,
     by_id: HashMap<u64, Waiter>,
+    /// When the v1 calls in `by_id` time out.
+    deadlines: Deadlines,
     legacy: LegacyPaths,
     /// Subscriptions, by id.
     subs: HashMap<u64, Local>,
@@ -114,6 +122,7 @@ impl Driver {
                 shared,
                 rx,
                 by_id: HashMap::new(),
+                deadlines: Deadlines::default(),
                 legacy: LegacyPaths::default(),
                 subs: HashMap::new(),
                 epoch: None,
@@ -315,6 +324,16 @@ impl Role for Calling {
                 Poll::Pending => break,
             }
         }
+        // After the commands: a deadline just added sets the timer, which this registers.
+        let (by_id, shared) = (&mut self.by_id, &self.shared);
+        progress |= self.deadlines.poll_due(cx, |id| {
+            if let Some(waiter) = by_id.remove(&id) {
+                let _ = waiter.send(Err(timed_out()));
+                if let Some(cancel) = shared.encoder.cancel(id) {
+                    out.queue.push_back(conn::to_message(cancel));
+                }
+            }
+        });
         progress
     }
 
@@ -347,9 +366,19 @@ impl Role for Calling {
 impl Calling {
     fn command(&mut self, cmd: Command, out: &mut Outbox) {
         match cmd {
-            Command::Call { id, msg, waiter } => {
+            Command::Call {
+                id,
+                msg,
+                waiter,
+                deadline,
+            } => {
                 self.sweep(out);
                 self.by_id.insert(id, waiter);
+                if let Some(at) = deadline {
+                    let by_id = &self.by_id;
+                    self.deadlines
+                        .insert(at, id, by_id.len(), |id| by_id.contains_key(&id));
+                }
                 out.queue.push_back(msg);
             }
             Command::LegacyCall {
@@ -546,6 +575,15 @@ impl Calling {
                 "message with no waiting call and no push handler: dropped"
             ),
         }
+    }
+}
+
+/// What the driver hands a call whose deadline passed: [`Error::CallTimeout`] without its path
+/// and timeout, which the caller fills in (`Client::finish_call`).
+pub(super) fn timed_out() -> Error {
+    Error::CallTimeout {
+        path: String::new(),
+        after: Duration::ZERO,
     }
 }
 

@@ -679,18 +679,21 @@ impl Client {
     async fn finish_call(&self, started: Started, timeout: Option<Duration>) -> Result<Frame> {
         let span = tracing::debug_span!("call", path = %started.path, id = started.id);
         let path = started.path.clone();
+        let timeout_error = |path: String| Error::CallTimeout {
+            path,
+            after: timeout.unwrap_or_default(),
+        };
         let exchange = async {
-            let exchange = crate::in_span(self.exchange(started), span);
+            // A v1 call's deadline is kept by the driver (one timer for all the calls in
+            // flight); a legacy call keeps a timer of its own.
+            let deadline = timeout.map(|after| tokio::time::Instant::now() + after);
+            let legacy = self.inner.shared.encoder.framing() == Framing::Legacy;
+            let exchange = crate::in_span(self.exchange(started, deadline), span);
             match timeout {
-                Some(after) => {
-                    tokio::time::timeout(after, exchange)
-                        .await
-                        .map_err(|_| Error::CallTimeout {
-                            path: path.clone(),
-                            after,
-                        })?
-                }
-                None => exchange.await,
+                Some(after) if legacy => tokio::time::timeout(after, exchange)
+                    .await
+                    .map_err(|_| timeout_error(path.clone()))?,
+                _ => exchange.await,
             }
         };
         let frame = match &self.parent {
@@ -698,32 +701,44 @@ impl Client {
             Some(parent) => tokio::select! {
                 biased;
                 () = parent.cancel.cancelled() => return Err(Error::Cancelled { path }),
-                frame = exchange => frame?,
+                frame = exchange => frame,
             },
-            None => exchange.await?,
+            None => exchange.await,
+        };
+        let frame = match frame {
+            // The driver's deadline: it carries no path.
+            Err(Error::CallTimeout { .. }) => return Err(timeout_error(path)),
+            other => other?,
         };
         // The server stopped the handler at the deadline this call sent: a timeout, as the
         // caller's own timer would have said a moment later.
         if frame.kind() == Kind::Error {
             if let Ok((body, _)) = frame.decode_error::<serde::de::IgnoredAny>() {
                 if body.code == code::DEADLINE_EXCEEDED {
-                    return Err(Error::CallTimeout {
-                        path,
-                        after: timeout.unwrap_or_default(),
-                    });
+                    return Err(timeout_error(path));
                 }
             }
         }
         Ok(frame)
     }
 
-    async fn exchange(&self, started: Started) -> Result<Frame> {
+    /// Hands the call to the driver and waits for its answer; a v1 call times out at
+    /// `deadline` (the driver's timer, or here while the driver's queue is full).
+    async fn exchange(&self, started: Started, deadline: Option<tokio::time::Instant>) -> Result<Frame> {
         let h = &*self.inner;
         let Started { id, path, msg } = started;
         let (waiter, rx) = oneshot::channel();
         // Legacy: no ids; the driver sends one call per path at a time (see `legacy`).
         let (cmd, forget_path) = match h.shared.encoder.framing() {
-            Framing::V1 => (Command::Call { id, msg, waiter }, None),
+            Framing::V1 => (
+                Command::Call {
+                    id,
+                    msg,
+                    waiter,
+                    deadline,
+                },
+                None,
+            ),
             Framing::Legacy => {
                 let cmd = Command::LegacyCall {
                     id,
@@ -734,7 +749,20 @@ impl Client {
                 (cmd, Some(path.as_str()))
             }
         };
-        h.cmd.send(cmd).await.map_err(|_| closed(&h.shared))?;
+        match h.cmd.try_send(cmd) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(closed(&h.shared)),
+            Err(mpsc::error::TrySendError::Full(cmd)) => {
+                let send = h.cmd.send(cmd);
+                let sent = match deadline.filter(|_| forget_path.is_none()) {
+                    Some(at) => tokio::time::timeout_at(at, send)
+                        .await
+                        .map_err(|_| driver::timed_out())?,
+                    None => send.await,
+                };
+                sent.map_err(|_| closed(&h.shared))?;
+            }
+        }
         // From here, a dropped future (timeout, cancellation) tells the driver to forget the call.
         let mut guard = ForgetGuard {
             handle: h,

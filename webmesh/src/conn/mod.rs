@@ -3,6 +3,7 @@
 //! (TCP, TLS, in-memory), and one poll loop that a [`Role`] (server or client) plugs its work
 //! into. Everything above the frames (dispatch, calls in flight) is the role's.
 
+mod deadlines;
 mod io;
 mod outbox;
 mod socket;
@@ -10,6 +11,7 @@ mod socket;
 mod tests;
 mod timers;
 
+pub(crate) use deadlines::Deadlines;
 pub(crate) use io::Io;
 pub(crate) use outbox::Outbox;
 #[cfg_attr(not(feature = "server"), allow(unused_imports))] // the server drains with it

@@ -25,15 +25,17 @@ use super::handler::{reply_encoder, BoxFuture, Counters, Dispatch, ReplyTo};
 use super::lifecycle::{self, CLOSE_GRACE};
 use super::Shared;
 use crate::cancel::Cancel;
-use crate::conn::{self, close, End, Outbox, Role, Socket};
+use crate::conn::{self, close, Deadlines, End, Outbox, Role, Socket};
 use crate::connection::Connection;
 
 /// A handler that did not finish at its first poll, with what is needed to answer if it panics,
-/// to stop it when its call is cancelled, and its deadline.
+/// to stop it when its call is cancelled, and its deadline (the driver's [`Deadlines`] cancel
+/// it when the deadline passes).
 struct Running {
     fut: BoxFuture<Option<WireMessage>>,
     fallback: Dispatch,
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The deadline, and the handler's key among the driver's timed handlers.
+    deadline: Option<(tokio::time::Instant, u64)>,
 }
 
 /// How a running handler ended.
@@ -51,6 +53,8 @@ struct Finished {
     id: Option<u64>,
     path: Frame,
     ended: Ended,
+    /// Its key among the driver's timed handlers.
+    timed: Option<u64>,
 }
 
 impl Future for Running {
@@ -58,25 +62,20 @@ impl Future for Running {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Finished> {
         let this = &mut *self;
+        // The driver cancels a handler whose deadline passed: the clock tells which it was.
         let ended = if this.fallback.cancel.is_cancelled() {
-            Ended::Cancelled
-        } else if this
-            .deadline
-            .as_mut()
-            .is_some_and(|d| d.as_mut().poll(cx).is_ready())
-        {
-            this.deadline_passed()
+            if this.past_deadline() {
+                this.deadline_passed()
+            } else {
+                Ended::Cancelled
+            }
         } else {
             this.fallback.cancel.register(cx.waker());
             let answer = std::task::ready!(poll_guarded(&mut this.fut, &this.fallback, cx));
             // A handler that saw its deadline by the clock (`CallContext::is_cancelled`) before
             // the timer fired (it rounds up to the millisecond) answered too late: the caller's
             // budget is spent, so it gets `deadline_exceeded`, as when the timer stops it.
-            if this
-                .deadline
-                .as_ref()
-                .is_some_and(|d| d.deadline() <= tokio::time::Instant::now())
-            {
+            if this.past_deadline() {
                 this.deadline_passed()
             } else {
                 Ended::Done(answer)
@@ -89,11 +88,17 @@ impl Future for Running {
             },
             path: this.fallback.frame.clone(),
             ended,
+            timed: this.deadline.map(|(_, key)| key),
         })
     }
 }
 
 impl Running {
+    fn past_deadline(&self) -> bool {
+        self.deadline
+            .is_some_and(|(at, _)| at <= tokio::time::Instant::now())
+    }
+
     /// Stops the handler: its answer is the `deadline_exceeded` error, if any.
     fn deadline_passed(&mut self) -> Ended {
         self.fallback.cancel.cancel();
@@ -161,6 +166,13 @@ struct Serving {
     handlers: Handlers,
     /// The cancellation of each v1 call whose handler runs, by id: what a CANCEL reaches.
     cancels: HashMap<u64, Arc<Cancel>>,
+    /// The running handlers that have a deadline, by key (the driver's own numbering): what
+    /// their deadline cancels.
+    timed: HashMap<u64, Arc<Cancel>>,
+    /// The next key in `timed`.
+    next_timed: u64,
+    /// The deadlines of the handlers in `timed`, under one timer.
+    deadlines: Deadlines,
     /// Closing: new calls get `shutting_down` instead of a handler.
     refusing: bool,
     /// This connection's subscriptions, by id (at most `max_subscriptions`).
@@ -186,6 +198,9 @@ impl Driver {
                 shared,
                 handlers: Handlers::default(),
                 cancels: HashMap::new(),
+                timed: HashMap::new(),
+                next_timed: 0,
+                deadlines: Deadlines::default(),
                 refusing: false,
                 subscriptions: std::collections::HashSet::new(),
                 topic_batch: std::collections::VecDeque::new(),
@@ -339,11 +354,21 @@ impl Role for Serving {
                 self.queue_pending(pending, out);
             }
         }
+        // Handlers whose deadline passed are cancelled (and end in the loop below).
+        let timed = &self.timed;
+        self.deadlines.poll_due(cx, |key| {
+            if let Some(cancel) = timed.get(&key) {
+                cancel.cancel();
+            }
+        });
         // Handlers that finished, or were stopped.
         while let Poll::Ready(Some(finished)) = self.handlers.poll_next(cx) {
             progress = true;
             if let Some(id) = finished.id {
                 self.cancels.remove(&id);
+            }
+            if let Some(key) = finished.timed {
+                self.timed.remove(&key);
             }
             let answer = match finished.ended {
                 Ended::Done(answer) => answer,
@@ -502,10 +527,18 @@ impl Serving {
         match poll_guarded(&mut fut, &fallback, cx) {
             Poll::Ready(answer) => queue(out, Ok(answer)),
             Poll::Pending => {
+                let deadline = deadline.map(|at| {
+                    let key = self.next_timed;
+                    self.next_timed += 1;
+                    self.timed.insert(key, cancel.clone());
+                    let timed = &self.timed;
+                    self.deadlines
+                        .insert(at, key, timed.len(), |key| timed.contains_key(&key));
+                    (at, key)
+                });
                 if let ReplyTo::Call(id) = reply {
                     self.cancels.insert(id, cancel);
                 }
-                let deadline = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
                 self.handlers.push(Running {
                     fut,
                     fallback,
