@@ -110,7 +110,12 @@ pub(crate) async fn run(
     inputs: Arc<Inputs>,
 ) -> Result<Sample, String> {
     match workload {
-        Workload::Sequential => sequential(system, port, server_pid, budget, inputs).await,
+        // In a task of the runtime, as the other workloads' callers: on the thread that runs
+        // `block_on`, every wake-up of the caller (the reply is read on a worker) would cross
+        // threads, a futex wake per call for every system (two for a client with a driver task).
+        Workload::Sequential => tokio::spawn(sequential(system, port, server_pid, budget, inputs))
+            .await
+            .map_err(|e| e.to_string())?,
         Workload::InFlight { conns, per_conn } => {
             in_flight(system, port, server_pid, budget, inputs, conns, per_conn, false).await
         }
