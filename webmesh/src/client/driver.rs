@@ -104,7 +104,7 @@ struct Calling {
     /// Set once we asked to close: wait for the server's close answer.
     closing: bool,
     /// Answers were handed to callers in this batch: they may be about to make new calls.
-    answered: bool,
+    answered: usize,
 }
 
 impl Driver {
@@ -128,7 +128,7 @@ impl Driver {
                 epoch: None,
                 since_sweep: 0,
                 closing: false,
-                answered: false,
+                answered: 0,
             },
             dialer,
             keepalive,
@@ -358,7 +358,7 @@ impl Role for Calling {
         }
     }
 
-    fn before_flush(&mut self) -> bool {
+    fn before_flush(&mut self) -> usize {
         std::mem::take(&mut self.answered)
     }
 }
@@ -453,7 +453,7 @@ impl Calling {
                 }
                 match self.by_id.remove(&frame.id()) {
                     Some(w) => {
-                        self.answered = true;
+                        self.answered += 1;
                         let _ = w.send(Ok(frame));
                     }
                     None => tracing::debug!(id = frame.id(), "answer to a call no longer waited for"),
@@ -493,7 +493,7 @@ impl Calling {
             }
             Kind::Legacy => match self.legacy.reply(frame.path(), &mut out.queue) {
                 Reply::Deliver(w) => {
-                    self.answered = true;
+                    self.answered += 1;
                     let _ = w.send(Ok(frame));
                 }
                 Reply::Owed => tracing::debug!(
