@@ -201,6 +201,23 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     panic!("timed out waiting for: {what}");
 }
 
+/// Plays a v1 msgpack server by hand: completes the WebSocket upgrade on `tcp`, answering with
+/// the subprotocol `webmesh.v1.msgpack`.
+#[allow(clippy::result_large_err)] // tungstenite's handshake callback type
+pub async fn accept_v1(
+    tcp: tokio::net::TcpStream,
+) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+    let callback = |_: &Request, mut resp: Response| {
+        resp.headers_mut()
+            .insert("sec-websocket-protocol", "webmesh.v1.msgpack".parse().unwrap());
+        Ok(resp)
+    };
+    tokio_tungstenite::accept_hdr_async(tcp, callback)
+        .await
+        .expect("upgrade")
+}
+
 /// A raw WebSocket client (no webmesh on top), offering `protocol` (`None`: a 0.1.2 peer).
 pub async fn raw_ws(
     url: &str,

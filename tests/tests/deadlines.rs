@@ -336,15 +336,7 @@ async fn silent_v1_server() -> (String, tokio::sync::mpsc::UnboundedReceiver<u64
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
-        #[allow(clippy::result_large_err)] // tungstenite's handshake callback type
-        let callback =
-            |_: &tokio_tungstenite::tungstenite::handshake::server::Request,
-             mut resp: tokio_tungstenite::tungstenite::handshake::server::Response| {
-                resp.headers_mut()
-                    .insert("sec-websocket-protocol", "webmesh.v1.msgpack".parse().unwrap());
-                Ok(resp)
-            };
-        let mut ws = tokio_tungstenite::accept_hdr_async(tcp, callback).await.unwrap();
+        let mut ws = webmesh_tests::accept_v1(tcp).await;
         while let Some(Ok(message)) = ws.next().await {
             if !message.is_binary() {
                 continue;

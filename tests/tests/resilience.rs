@@ -41,21 +41,13 @@ async fn server_keepalive_drops_a_peer_that_vanished() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[allow(clippy::result_large_err)] // tungstenite's handshake callback type
 async fn client_keepalive_fails_calls_to_a_server_that_vanished() {
     // A server that completes the upgrade, then never reads or answers again.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}", listener.local_addr().unwrap());
     let held = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
-        let callback =
-            |_: &tokio_tungstenite::tungstenite::handshake::server::Request,
-             mut resp: tokio_tungstenite::tungstenite::handshake::server::Response| {
-                resp.headers_mut()
-                    .insert("sec-websocket-protocol", "webmesh.v1.msgpack".parse().unwrap());
-                Ok(resp)
-            };
-        let ws = tokio_tungstenite::accept_hdr_async(tcp, callback).await.unwrap();
+        let ws = webmesh_tests::accept_v1(tcp).await;
         tokio::time::sleep(Duration::from_secs(30)).await;
         drop(ws);
     });

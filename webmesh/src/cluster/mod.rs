@@ -567,9 +567,9 @@ impl Link {
                     ),
                 };
             }
-            // With a deadline, the server's driver ends the call when it passes (one timer per
-            // call, not two); without one, this waits at most the default (its timer boxed: a
-            // call's future stays small, as most calls have a deadline).
+            // With a deadline, the server's driver ends the call when it passes (its deadlines
+            // share one timer); without one, this waits at most the default (its timer boxed:
+            // a call's future stays small, as most calls have a deadline).
             let answer = if d.deadline.is_some() {
                 Ok(waiting.await)
             } else {
