@@ -425,3 +425,55 @@ async fn the_clients_own_deadlines_end_calls_a_server_never_answers_each_at_its_
     );
     assert!(!c.is_closed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_behind_a_server_that_stopped_reading_still_end_at_their_deadline() {
+    // A v1 server that completes the upgrade and then reads nothing: the client's socket, its
+    // outbox and its command channel fill up, and the calls stuck in each must still end at
+    // their deadline (no keepalive here to end the connection).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let ws = webmesh_tests::accept_v1(tcp).await;
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        drop(ws);
+    });
+    let c = Client::builder()
+        .timeout(Some(Duration::from_millis(300)))
+        .keepalive(None)
+        .outbound_queue(32)
+        .connect(&url)
+        .await
+        .unwrap();
+    // ~72 KiB of numbers that do not compress, per call: 600 calls are ~43 MB, far more than
+    // the socket's buffers, the outbox (256 messages) and the channel (32) hold.
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let payload: Arc<Vec<u64>> = Arc::new(
+        (0..8192)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x
+            })
+            .collect(),
+    );
+    let t = Instant::now();
+    let calls: Vec<_> = (0..600)
+        .map(|_| {
+            let (c, payload) = (c.clone(), payload.clone());
+            tokio::spawn(async move { c.call_path::<u8>("/x", &*payload).await })
+        })
+        .collect();
+    for (i, call) in calls.into_iter().enumerate() {
+        let r = tokio::time::timeout(Duration::from_secs(20), call)
+            .await
+            .unwrap_or_else(|_| panic!("call {i} never ended"))
+            .unwrap();
+        assert!(matches!(r, Err(Error::CallTimeout { .. })), "{r:?}");
+    }
+    // Each waited its 300 ms (plus the time to hand it over), not a keepalive or forever.
+    assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
+    held.abort();
+}

@@ -353,6 +353,7 @@ impl ClientBuilder {
             push: self.push,
             url: url.to_owned(),
             reconnects: self.reconnect.is_some(),
+            congested: std::sync::atomic::AtomicBool::new(false),
         });
         let driver = driver::Driver::new(ws, shared.clone(), rx, dialer, self.keepalive, self.reconnect);
         tokio::spawn(driver.run(state_tx));

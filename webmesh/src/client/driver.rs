@@ -6,7 +6,8 @@
 //! role owns the table of calls in flight (no lock around it: callers hand their call over
 //! through a channel).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -95,6 +96,11 @@ struct Calling {
     by_id: HashMap<u64, Waiter>,
     /// When the v1 calls in `by_id` time out.
     deadlines: Deadlines,
+    /// What callers handed over while the outbox was full (the socket not taking what it
+    /// sends), in order, waiting for room: taken from the channel all the same, so that their
+    /// deadlines run. At most the channel's capacity plus one: then the driver stops taking,
+    /// and callers keep timers of their own (`Shared::congested`).
+    held: VecDeque<Message>,
     legacy: LegacyPaths,
     /// Subscriptions, by id.
     subs: HashMap<u64, Local>,
@@ -123,6 +129,7 @@ impl Driver {
                 rx,
                 by_id: HashMap::new(),
                 deadlines: Deadlines::default(),
+                held: VecDeque::new(),
                 legacy: LegacyPaths::default(),
                 subs: HashMap::new(),
                 epoch: None,
@@ -310,7 +317,20 @@ impl Driver {
 impl Role for Calling {
     fn poll_work(&mut self, cx: &mut Context<'_>, out: &mut Outbox) -> bool {
         let mut progress = false;
-        while !self.closing && out.queue.len() < OUT_HIGH {
+        // Held messages go out first, as the outbox drains.
+        while out.queue.len() < OUT_HIGH {
+            let Some(msg) = self.held.pop_front() else {
+                break;
+            };
+            out.queue.push_back(msg);
+            progress = true;
+        }
+        if self.held.is_empty() {
+            self.shared.congested.store(false, Ordering::Release);
+        }
+        // `held` takes one more than the channel holds: when the driver starts holding, the
+        // channel may be full again behind the command that started it.
+        while !self.closing && self.held.len() <= self.rx.max_capacity() {
             match self.rx.poll_recv(cx) {
                 Poll::Ready(Some(cmd)) => {
                     progress = true;
@@ -365,6 +385,19 @@ impl Role for Calling {
 
 impl Calling {
     fn command(&mut self, cmd: Command, out: &mut Outbox) {
+        // The outbox is full: what this command sends waits in `held` (and so does everything
+        // after it, to keep the order); callers handing over calls from now on keep a timer.
+        if out.queue.len() >= OUT_HIGH || !self.held.is_empty() {
+            self.shared.congested.store(true, Ordering::Release);
+            let mut held = std::mem::take(&mut self.held);
+            self.take(cmd, &mut held);
+            self.held = held;
+        } else {
+            self.take(cmd, &mut out.queue);
+        }
+    }
+
+    fn take(&mut self, cmd: Command, queue: &mut VecDeque<Message>) {
         match cmd {
             Command::Call {
                 id,
@@ -372,14 +405,14 @@ impl Calling {
                 waiter,
                 deadline,
             } => {
-                self.sweep(out);
+                self.sweep(queue);
                 self.by_id.insert(id, waiter);
                 if let Some(at) = deadline {
                     let by_id = &self.by_id;
                     self.deadlines
                         .insert(at, id, by_id.len(), |id| by_id.contains_key(&id));
                 }
-                out.queue.push_back(msg);
+                queue.push_back(msg);
             }
             Command::LegacyCall {
                 id,
@@ -387,11 +420,11 @@ impl Calling {
                 msg,
                 waiter,
             } => {
-                self.sweep(out);
-                self.legacy.call(id, path, msg, waiter, &mut out.queue);
+                self.sweep(queue);
+                self.legacy.call(id, path, msg, waiter, queue);
             }
-            Command::LegacyEmit { path, msg } => self.legacy.emit(path, msg, &mut out.queue),
-            Command::Send(msg) => out.queue.push_back(msg),
+            Command::LegacyEmit { path, msg } => self.legacy.emit(path, msg, queue),
+            Command::Send(msg) => queue.push_back(msg),
             Command::Subscribe {
                 id,
                 local,
@@ -400,34 +433,33 @@ impl Calling {
             } => {
                 self.subs.insert(id, local);
                 self.by_id.insert(id, waiter);
-                out.queue.push_back(msg);
+                queue.push_back(msg);
             }
             Command::Unsubscribe { id } => {
                 if self.subs.remove(&id).is_some() {
-                    self.unsubscribe(id, out);
+                    self.unsubscribe(id, queue);
                 }
             }
             Command::Forget { id, path: None } => {
                 self.by_id.remove(&id);
             }
             Command::Forget { id, path: Some(path) } => {
-                self.legacy.forget(id, &path, &mut out.queue);
+                self.legacy.forget(id, &path, queue);
             }
             Command::Close(code, reason) => {
-                out.queue
-                    .push_back(Message::Close(Some(conn::close_frame(code, &reason))));
+                queue.push_back(Message::Close(Some(conn::close_frame(code, &reason))));
                 self.closing = true;
             }
         }
     }
 
     /// Drops waiters whose callers are gone (a `Forget` lost to a full channel).
-    fn sweep(&mut self, out: &mut Outbox) {
+    fn sweep(&mut self, queue: &mut VecDeque<Message>) {
         self.since_sweep += 1;
         if self.since_sweep >= SWEEP_EVERY {
             self.since_sweep = 0;
             self.by_id.retain(|_, w| !w.is_closed());
-            self.legacy.sweep(&mut out.queue);
+            self.legacy.sweep(queue);
         }
     }
 
@@ -470,7 +502,7 @@ impl Calling {
                     .collect();
                 for id in ended {
                     self.subs.remove(&id);
-                    self.unsubscribe(id, out);
+                    self.unsubscribe(id, &mut out.queue);
                 }
             }
             Kind::Notice => {
@@ -488,7 +520,7 @@ impl Calling {
                 for sub_id in ended {
                     self.subs.remove(&sub_id);
                     // Also after the server's own "closed": it frees the server's count.
-                    self.unsubscribe(sub_id, out);
+                    self.unsubscribe(sub_id, &mut out.queue);
                 }
             }
             Kind::Legacy => match self.legacy.reply(frame.path(), &mut out.queue) {
@@ -543,9 +575,9 @@ impl Calling {
     }
 
     /// Sends the `Unsubscribe` of subscription `id`.
-    fn unsubscribe(&self, id: u64, out: &mut Outbox) {
+    fn unsubscribe(&self, id: u64, queue: &mut VecDeque<Message>) {
         if let Ok(m) = self.shared.encoder.v1_frame(Kind::Unsubscribe, id, "", &()) {
-            out.queue.push_back(conn::to_message(m));
+            queue.push_back(conn::to_message(m));
         }
     }
 

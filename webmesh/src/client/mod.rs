@@ -10,7 +10,7 @@ mod subscriptions;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -95,6 +95,11 @@ struct Shared {
     push: HashMap<String, PushHandler>,
     url: String,
     reconnects: bool,
+    /// The driver holds calls back (the socket is not taking what it sends): a call handed
+    /// over now keeps a timer of its own, as the driver may not take it before its deadline.
+    /// While this is false, the driver takes every call already handed over (see
+    /// `driver::Calling::held`), deadlines included.
+    congested: AtomicBool,
 }
 
 impl Shared {
@@ -289,7 +294,9 @@ impl Client {
     where
         R::Request: Clone,
     {
-        let deadline = self.timeout.map(|t| (tokio::time::Instant::now() + t, t));
+        let deadline = self
+            .timeout
+            .and_then(|t| Some((tokio::time::Instant::now().checked_add(t)?, t)));
         loop {
             let remaining = deadline.map(|(d, _)| d.saturating_duration_since(tokio::time::Instant::now()));
             let out = self.call_timeout::<R>(request.clone(), remaining).await;
@@ -686,7 +693,8 @@ impl Client {
         let exchange = async {
             // A v1 call's deadline is kept by the driver (one timer for all the calls in
             // flight); a legacy call keeps a timer of its own.
-            let deadline = timeout.map(|after| tokio::time::Instant::now() + after);
+            // (No deadline past the clock's range: such a timeout never ends.)
+            let deadline = timeout.and_then(|after| tokio::time::Instant::now().checked_add(after));
             let legacy = self.inner.shared.encoder.framing() == Framing::Legacy;
             let exchange = crate::in_span(self.exchange(started, deadline), span);
             match timeout {
@@ -749,8 +757,10 @@ impl Client {
                 (cmd, Some(path.as_str()))
             }
         };
-        match h.cmd.try_send(cmd) {
-            Ok(()) => {}
+        // A v1 call with a deadline keeps a timer of its own only when the driver may not take
+        // it in time: it holds calls back (`Shared::congested`), or its channel was full.
+        let own_timer = match h.cmd.try_send(cmd) {
+            Ok(()) => h.shared.congested.load(Ordering::Acquire),
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(closed(&h.shared)),
             Err(mpsc::error::TrySendError::Full(cmd)) => {
                 let send = h.cmd.send(cmd);
@@ -761,8 +771,9 @@ impl Client {
                     None => send.await,
                 };
                 sent.map_err(|_| closed(&h.shared))?;
+                true
             }
-        }
+        };
         // From here, a dropped future (timeout, cancellation) tells the driver to forget the call.
         let mut guard = ForgetGuard {
             handle: h,
@@ -770,9 +781,15 @@ impl Client {
             path: forget_path,
             armed: true,
         };
-        let out = rx.await.unwrap_or_else(|_| Err(closed(&h.shared)));
+        let answer = match deadline.filter(|_| own_timer && forget_path.is_none()) {
+            // Timed out: the guard, still armed, sends the call's CANCEL.
+            Some(at) => tokio::time::timeout_at(at, rx)
+                .await
+                .map_err(|_| driver::timed_out())?,
+            None => rx.await,
+        };
         guard.armed = false;
-        out
+        answer.unwrap_or_else(|_| Err(closed(&h.shared)))
     }
 }
 

@@ -309,11 +309,15 @@ const SUBJECT_PATH_CACHED: usize = 128;
 impl Subjects {
     /// The call subject of `path` ([`call_subject`]).
     fn call(&self, prefix: &str, path: &str) -> Subject {
-        if let Some(subject) = self.read().get(path) {
-            return subject.clone();
-        }
+        let full = {
+            let map = self.read();
+            if let Some(subject) = map.get(path) {
+                return subject.clone();
+            }
+            map.len() >= SUBJECTS_CACHED
+        };
         let subject = Subject::from(call_subject(prefix, path));
-        if path.len() <= SUBJECT_PATH_CACHED {
+        if !full && path.len() <= SUBJECT_PATH_CACHED {
             let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
             if map.len() < SUBJECTS_CACHED {
                 map.insert(path.into(), subject.clone());
