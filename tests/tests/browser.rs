@@ -40,7 +40,8 @@ async fn webmesh_server(addr: &str) -> ServerHandle {
 }
 
 /// The test page: the client from `/dist`, msgpack from `/msgpack` (an import map), a scenario
-/// whose outcome lands in `window.__phase1`, and `window.__phase2()` for after the restart.
+/// whose outcome lands in `window.__phase1`, `window.__connects()` (how many times the client
+/// connected), and `window.__phase2()` for after the restart.
 fn page(ws_url: &str) -> String {
     format!(
         r#"<!doctype html>
@@ -63,6 +64,7 @@ await client.call(route("/poke"), 7);
 out.push = await pushed;
 log("push: " + out.push);
 window.__phase1 = out;
+window.__connects = () => client.connects;
 window.__phase2 = async () => {{
   const again = await client.call(route("/echo"), "after the restart");
   log("after restart: " + again + " (connections: " + client.connects + ")");
@@ -305,6 +307,16 @@ async fn the_client_works_in_headless_chromium_and_survives_a_server_restart() {
     // The server restarts on the same port; the page's client reconnects by itself.
     server.shutdown().await;
     let restarted = webmesh_server(&addr.to_string()).await;
+    // Until the page's client has reconnected: a call made before it noticed the old
+    // connection's end fails `closed`, as it should (calls are not retried on their own).
+    let reconnected = std::time::Instant::now();
+    while cdp.eval("window.__connects()").await != json!(2) {
+        assert!(
+            reconnected.elapsed() < Duration::from_secs(20),
+            "the page's client did not reconnect within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let phase2 = cdp.eval("window.__phase2()").await;
     assert_eq!(phase2["again"], "after the restart");
     assert_eq!(phase2["connects"], 2);
