@@ -692,10 +692,12 @@ impl Client {
         };
         let exchange = async {
             // A v1 call's deadline is kept by the driver (one timer for all the calls in
-            // flight); a legacy call keeps a timer of its own.
+            // flight); a legacy call keeps a timer of its own, and no deadline.
             // (No deadline past the clock's range: such a timeout never ends.)
-            let deadline = timeout.and_then(|after| tokio::time::Instant::now().checked_add(after));
             let legacy = self.inner.shared.encoder.framing() == Framing::Legacy;
+            let deadline = timeout
+                .filter(|_| !legacy)
+                .and_then(|after| tokio::time::Instant::now().checked_add(after));
             let exchange = crate::in_span(self.exchange(started, deadline), span);
             match timeout {
                 Some(after) if legacy => tokio::time::timeout(after, exchange)
@@ -730,8 +732,9 @@ impl Client {
         Ok(frame)
     }
 
-    /// Hands the call to the driver and waits for its answer; a v1 call times out at
-    /// `deadline` (the driver's timer, or here while the driver's queue is full).
+    /// Hands the call to the driver and waits for its answer, which times out at `deadline`
+    /// (the driver's timer, or here when the driver may not take it in time; `None` for a
+    /// legacy call, whose caller keeps a timer).
     async fn exchange(&self, started: Started, deadline: Option<tokio::time::Instant>) -> Result<Frame> {
         let h = &*self.inner;
         let Started { id, path, msg } = started;
@@ -764,7 +767,7 @@ impl Client {
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(closed(&h.shared)),
             Err(mpsc::error::TrySendError::Full(cmd)) => {
                 let send = h.cmd.send(cmd);
-                let sent = match deadline.filter(|_| forget_path.is_none()) {
+                let sent = match deadline {
                     Some(at) => tokio::time::timeout_at(at, send)
                         .await
                         .map_err(|_| driver::timed_out())?,
@@ -781,7 +784,7 @@ impl Client {
             path: forget_path,
             armed: true,
         };
-        let answer = match deadline.filter(|_| own_timer && forget_path.is_none()) {
+        let answer = match deadline.filter(|_| own_timer) {
             // Timed out: the guard, still armed, sends the call's CANCEL.
             Some(at) => tokio::time::timeout_at(at, rx)
                 .await
