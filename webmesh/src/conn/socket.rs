@@ -144,10 +144,16 @@ impl Socket {
                 }
             }
             if !progress {
+                let unsent = !self.outbox.queue.is_empty() || self.outbox.unflushed();
                 match role.before_flush() {
                     0 => {}
-                    // One task woken: no other worker could help; wake this one after it, on
-                    // this thread.
+                    // One task woken and nothing to send yet: what it sends wakes this task
+                    // anyway, so no wake of our own (a deferred wake made tokio's worker look for
+                    // work and, finding this task, wake the other worker: two futex calls and two
+                    // context switches per sequential call).
+                    1 if !unsent => {}
+                    // One task woken, something to send: no other worker could help; wake this
+                    // one after it, on this thread, so that both go out in one write.
                     1 => {
                         defer_wake(cx);
                         return Poll::Pending;
