@@ -93,6 +93,11 @@ fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>, &mut Vec<u8>) -> R) -> R {
 }
 
 /// Appends `value` as an unsigned LEB128 varint.
+/// How many bytes [`write_varint`] writes for `value`.
+fn varint_len(value: u64) -> usize {
+    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
+}
+
 pub(crate) fn write_varint(out: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
         out.push(value as u8 | 0x80);
@@ -367,7 +372,20 @@ impl FrameEncoder {
             .ok_or_else(|| Error::encode(format!("{kind:?} has no v1 encoding")))?;
         with_scratch(|payload, sample| {
             write_payload(payload)?;
-            let mut out = Vec::with_capacity(32 + path.len() + payload.len().min(self.compression.min_size));
+            let header = 1
+                + varint_len(id)
+                + budget_ms.map_or(0, varint_len)
+                + seq.map_or(0, varint_len)
+                + varint_len(path.len() as u64)
+                + path.len();
+            // A payload that will not be deflated: the exact size, so that the message becomes
+            // `Bytes` without an allocation of its own (`Bytes::from` a full `Vec`).
+            let capacity = if payload.len() < self.compression.min_size {
+                header + payload.len()
+            } else {
+                header + payload.len().min(self.compression.min_size)
+            };
+            let mut out = Vec::with_capacity(capacity);
             out.push(bits);
             write_varint(&mut out, id);
             if let Some(ms) = budget_ms {
@@ -450,5 +468,45 @@ impl FrameEncoder {
             };
             Ok(WireMessage::Text(hex::encode(bytes)))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn varint_len_is_what_write_varint_writes() {
+        let mut values = vec![0, 1, u64::MAX, u64::MAX >> 1];
+        for shift in 0..64 {
+            let p = 1u64 << shift;
+            values.extend([p - 1, p, p + 1]);
+        }
+        for v in values {
+            let mut out = Vec::new();
+            write_varint(&mut out, v);
+            assert_eq!(varint_len(v), out.len(), "{v}");
+        }
+    }
+
+    #[test]
+    fn a_frame_that_is_not_deflated_fills_its_buffer_exactly() {
+        let enc = FrameEncoder::new(Framing::V1, AnyCodec::default(), Compression::default());
+        for (id, budget) in [
+            (1, None),
+            (300, Some(Duration::from_millis(1500))),
+            (u64::MAX, None),
+        ] {
+            let msg = match budget {
+                Some(b) => enc.call_within(id, "/echo/a/path", &("small", 7u8), b),
+                None => enc.call(id, "/echo/a/path", &("small", 7u8)),
+            };
+            let WireMessage::Binary(b) = msg.unwrap() else {
+                panic!("msgpack is binary")
+            };
+            assert_eq!(b.len(), b.capacity());
+        }
     }
 }

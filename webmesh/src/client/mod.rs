@@ -8,6 +8,7 @@ mod handshake;
 mod legacy;
 mod subscriptions;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -105,6 +106,11 @@ struct Shared {
 impl Shared {
     /// The error a call gets now, if the connection is not up.
     fn closed_error(&self) -> Option<Error> {
+        // Connected since the start: one atomic load (`borrow` takes the state's lock, which
+        // every call on every worker would share).
+        if matches!(self.state.has_changed(), Ok(false)) {
+            return None;
+        }
         match &*self.state.borrow() {
             ConnectionState::Connected => None,
             ConnectionState::Reconnecting { attempt, reason } => Some(Error::closed(
@@ -351,7 +357,7 @@ impl Client {
         timeout: Option<Duration>,
     ) -> Result<R::Response, CallError<R::Error>> {
         let budget = self.budget(timeout);
-        let sent = self.start_call(R::PATH, &request, budget);
+        let sent = self.start_call(Cow::Borrowed(R::PATH), &request, budget);
         drop(request);
         let frame = self.finish_call(sent?, budget).await?;
         decode_reply::<R::Response, R::Error>(&frame)
@@ -381,7 +387,7 @@ impl Client {
         request: &(impl Serialize + ?Sized),
     ) -> impl std::future::Future<Output = Result<Resp>> + Send + 'static {
         let budget = self.budget(self.timeout);
-        let sent = self.start_call(path, request, budget);
+        let sent = self.start_call(Cow::Owned(path.to_owned()), request, budget);
         let client = self.clone();
         let path = path.to_owned();
         async move {
@@ -411,7 +417,7 @@ impl Client {
         timeout: Option<Duration>,
     ) -> impl std::future::Future<Output = Result<Resp, CallError<E>>> + Send + 'static {
         let budget = self.budget(timeout);
-        let sent = self.start_call(path, request, budget);
+        let sent = self.start_call(Cow::Owned(path.to_owned()), request, budget);
         let client = self.clone();
         async move {
             let frame = client.finish_call(sent?, budget).await?;
@@ -608,7 +614,7 @@ impl Client {
         let id = self.topic_frame_id("publishing")?;
         let started = Started {
             id,
-            path: path.to_owned(),
+            path: Cow::Owned(path.to_owned()),
             msg: conn::to_message(shared.encoder.v1_frame(Kind::Publish, id, path, message)?),
         };
         let frame = self.finish_call(started, self.timeout).await?;
@@ -655,7 +661,7 @@ impl Client {
     /// Encodes a call (synchronously: the caller's value is not held across an await).
     fn start_call(
         &self,
-        path: &str,
+        path: Cow<'static, str>,
         request: &(impl Serialize + ?Sized),
         budget: Option<Duration>,
     ) -> Result<Started> {
@@ -665,18 +671,18 @@ impl Client {
         }
         if self.parent.as_ref().is_some_and(|p| p.cancel.is_cancelled()) {
             return Err(Error::Cancelled {
-                path: path.to_owned(),
+                path: path.into_owned(),
             });
         }
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         // The server learns how long the answer is awaited (a v1 deadline).
         let msg = match budget {
-            Some(b) => shared.encoder.call_within(id, path, request, b)?,
-            None => shared.encoder.call(id, path, request)?,
+            Some(b) => shared.encoder.call_within(id, &path, request, b)?,
+            None => shared.encoder.call(id, &path, request)?,
         };
         Ok(Started {
             id,
-            path: path.to_owned(),
+            path,
             msg: conn::to_message(msg),
         })
     }
@@ -684,10 +690,10 @@ impl Client {
     /// Hands an encoded call to the driver and waits for the frame that answers it, all within
     /// `timeout`, and no longer than the parent call (if any) is wanted.
     async fn finish_call(&self, started: Started, timeout: Option<Duration>) -> Result<Frame> {
-        let span = tracing::debug_span!("call", path = %started.path, id = started.id);
-        let path = started.path.clone();
-        let timeout_error = |path: String| Error::CallTimeout {
-            path,
+        let Started { id, path, msg } = started;
+        let span = tracing::debug_span!("call", path = %path, id);
+        let timeout_error = |path: &str| Error::CallTimeout {
+            path: path.to_owned(),
             after: timeout.unwrap_or_default(),
         };
         let exchange = async {
@@ -698,11 +704,11 @@ impl Client {
             let deadline = timeout
                 .filter(|_| !legacy)
                 .and_then(|after| tokio::time::Instant::now().checked_add(after));
-            let exchange = crate::in_span(self.exchange(started, deadline), span);
+            let exchange = crate::in_span(self.exchange(id, &path, msg, deadline), span);
             match timeout {
                 Some(after) if legacy => tokio::time::timeout(after, exchange)
                     .await
-                    .map_err(|_| timeout_error(path.clone()))?,
+                    .map_err(|_| timeout_error(&path))?,
                 _ => exchange.await,
             }
         };
@@ -710,14 +716,14 @@ impl Client {
             // Dropping the exchange on the parent's cancellation sends this call's CANCEL.
             Some(parent) => tokio::select! {
                 biased;
-                () = parent.cancel.cancelled() => return Err(Error::Cancelled { path }),
+                () = parent.cancel.cancelled() => return Err(Error::Cancelled { path: path.to_string() }),
                 frame = exchange => frame,
             },
             None => exchange.await,
         };
         let frame = match frame {
             // The driver's deadline: it carries no path.
-            Err(Error::CallTimeout { .. }) => return Err(timeout_error(path)),
+            Err(Error::CallTimeout { .. }) => return Err(timeout_error(&path)),
             other => other?,
         };
         // The server stopped the handler at the deadline this call sent: a timeout, as the
@@ -725,7 +731,7 @@ impl Client {
         if frame.kind() == Kind::Error {
             if let Ok((body, _)) = frame.decode_error::<serde::de::IgnoredAny>() {
                 if body.code == code::DEADLINE_EXCEEDED {
-                    return Err(timeout_error(path));
+                    return Err(timeout_error(&path));
                 }
             }
         }
@@ -735,9 +741,14 @@ impl Client {
     /// Hands the call to the driver and waits for its answer, which times out at `deadline`
     /// (the driver's timer, or here when the driver may not take it in time; `None` for a
     /// legacy call, whose caller keeps a timer).
-    async fn exchange(&self, started: Started, deadline: Option<tokio::time::Instant>) -> Result<Frame> {
+    async fn exchange(
+        &self,
+        id: u64,
+        path: &str,
+        msg: Message,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Frame> {
         let h = &*self.inner;
-        let Started { id, path, msg } = started;
         let (waiter, rx) = oneshot::channel();
         // Legacy: no ids; the driver sends one call per path at a time (see `legacy`).
         let (cmd, forget_path) = match h.shared.encoder.framing() {
@@ -753,11 +764,11 @@ impl Client {
             Framing::Legacy => {
                 let cmd = Command::LegacyCall {
                     id,
-                    path: path.clone(),
+                    path: path.to_owned(),
                     msg,
                     waiter,
                 };
-                (cmd, Some(path.as_str()))
+                (cmd, Some(path))
             }
         };
         // A v1 call with a deadline keeps a timer of its own only when the driver may not take
@@ -799,7 +810,8 @@ impl Client {
 /// An encoded call, not yet handed to the driver.
 struct Started {
     id: u64,
-    path: String,
+    /// A typed route's path is borrowed: no allocation per call.
+    path: Cow<'static, str>,
     msg: Message,
 }
 
