@@ -359,7 +359,8 @@ impl Client {
         let budget = self.budget(timeout);
         let sent = self.start_call(Cow::Borrowed(R::PATH), &request, budget);
         drop(request);
-        let frame = self.finish_call(sent?, budget).await?;
+        let Started { id, path, msg } = sent?;
+        let frame = self.finish_call(id, &path, msg, budget).await?;
         decode_reply::<R::Response, R::Error>(&frame)
     }
 
@@ -389,9 +390,9 @@ impl Client {
         let budget = self.budget(self.timeout);
         let sent = self.start_call(Cow::Owned(path.to_owned()), request, budget);
         let client = self.clone();
-        let path = path.to_owned();
         async move {
-            let frame = client.finish_call(sent?, budget).await?;
+            let Started { id, path, msg } = sent?;
+            let frame = client.finish_call(id, &path, msg, budget).await?;
             decode_reply::<Resp, crate::Value>(&frame).map_err(|e| match e {
                 CallError::Handler(v) => Error::Remote {
                     code: code::HANDLER.into(),
@@ -420,7 +421,8 @@ impl Client {
         let sent = self.start_call(Cow::Owned(path.to_owned()), request, budget);
         let client = self.clone();
         async move {
-            let frame = client.finish_call(sent?, budget).await?;
+            let Started { id, path, msg } = sent?;
+            let frame = client.finish_call(id, &path, msg, budget).await?;
             decode_reply::<Resp, E>(&frame)
         }
     }
@@ -612,12 +614,8 @@ impl Client {
         }
         let shared = &self.inner.shared;
         let id = self.topic_frame_id("publishing")?;
-        let started = Started {
-            id,
-            path: Cow::Owned(path.to_owned()),
-            msg: conn::to_message(shared.encoder.v1_frame(Kind::Publish, id, path, message)?),
-        };
-        let frame = self.finish_call(started, self.timeout).await?;
+        let msg = conn::to_message(shared.encoder.v1_frame(Kind::Publish, id, path, message)?);
+        let frame = self.finish_call(id, path, msg, self.timeout).await?;
         decode_reply::<usize, crate::NoError>(&frame).map_err(Error::from)
     }
 
@@ -689,8 +687,13 @@ impl Client {
 
     /// Hands an encoded call to the driver and waits for the frame that answers it, all within
     /// `timeout`, and no longer than the parent call (if any) is wanted.
-    async fn finish_call(&self, started: Started, timeout: Option<Duration>) -> Result<Frame> {
-        let Started { id, path, msg } = started;
+    async fn finish_call(
+        &self,
+        id: u64,
+        path: &str,
+        msg: Message,
+        timeout: Option<Duration>,
+    ) -> Result<Frame> {
         let span = tracing::debug_span!("call", path = %path, id);
         let timeout_error = |path: &str| Error::CallTimeout {
             path: path.to_owned(),
@@ -704,11 +707,11 @@ impl Client {
             let deadline = timeout
                 .filter(|_| !legacy)
                 .and_then(|after| tokio::time::Instant::now().checked_add(after));
-            let exchange = crate::in_span(self.exchange(id, &path, msg, deadline), span);
+            let exchange = crate::in_span(self.exchange(id, path, msg, deadline), span);
             match timeout {
                 Some(after) if legacy => tokio::time::timeout(after, exchange)
                     .await
-                    .map_err(|_| timeout_error(&path))?,
+                    .map_err(|_| timeout_error(path))?,
                 _ => exchange.await,
             }
         };
@@ -716,14 +719,14 @@ impl Client {
             // Dropping the exchange on the parent's cancellation sends this call's CANCEL.
             Some(parent) => tokio::select! {
                 biased;
-                () = parent.cancel.cancelled() => return Err(Error::Cancelled { path: path.to_string() }),
+                () = parent.cancel.cancelled() => return Err(Error::Cancelled { path: path.to_owned() }),
                 frame = exchange => frame,
             },
             None => exchange.await,
         };
         let frame = match frame {
             // The driver's deadline: it carries no path.
-            Err(Error::CallTimeout { .. }) => return Err(timeout_error(&path)),
+            Err(Error::CallTimeout { .. }) => return Err(timeout_error(path)),
             other => other?,
         };
         // The server stopped the handler at the deadline this call sent: a timeout, as the
@@ -731,7 +734,7 @@ impl Client {
         if frame.kind() == Kind::Error {
             if let Ok((body, _)) = frame.decode_error::<serde::de::IgnoredAny>() {
                 if body.code == code::DEADLINE_EXCEEDED {
-                    return Err(timeout_error(&path));
+                    return Err(timeout_error(path));
                 }
             }
         }
