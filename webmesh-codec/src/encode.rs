@@ -378,12 +378,15 @@ impl FrameEncoder {
                 + seq.map_or(0, varint_len)
                 + varint_len(path.len() as u64)
                 + path.len();
-            // A payload that will not be deflated: the exact size, so that the message becomes
-            // `Bytes` without an allocation of its own (`Bytes::from` a full `Vec`).
-            let capacity = if payload.len() < self.compression.min_size {
-                header + payload.len()
-            } else {
+            let deflate =
+                payload.len() >= self.compression.min_size && self.worth_deflating(path, payload, sample)?;
+            // A payload that will not be deflated: the exact size, so that it is copied once, and
+            // the message becomes `Bytes` without an allocation of its own (`Bytes::from` a full
+            // `Vec`).
+            let capacity = if deflate {
                 header + payload.len().min(self.compression.min_size)
+            } else {
+                header + payload.len()
             };
             let mut out = Vec::with_capacity(capacity);
             out.push(bits);
@@ -398,7 +401,7 @@ impl FrameEncoder {
             }
             write_varint(&mut out, path.len() as u64);
             out.extend_from_slice(path.as_bytes());
-            if payload.len() >= self.compression.min_size && self.worth_deflating(path, payload, sample)? {
+            if deflate {
                 let header_len = out.len();
                 zlib::compress_into(payload, self.compression.level, &mut out)?;
                 if out.len() - header_len < payload.len() {
@@ -508,5 +511,12 @@ mod tests {
             };
             assert_eq!(b.len(), b.capacity());
         }
+        // A large payload that does not deflate (pseudo-random numbers) too.
+        let numbers: Vec<u32> = (0..20_000u32).map(|i| i.wrapping_mul(2_654_435_761)).collect();
+        let WireMessage::Binary(b) = enc.call(7, "/numbers", &numbers).unwrap() else {
+            panic!("msgpack is binary")
+        };
+        assert_eq!(b[0] & FLAG_COMPRESSED, 0, "random numbers are sent as they are");
+        assert_eq!(b.len(), b.capacity());
     }
 }
