@@ -218,6 +218,20 @@ pub async fn accept_v1(
         .expect("upgrade")
 }
 
+/// A v1 server on a free port that completes one upgrade, then reads and answers nothing for
+/// `hold`: its URL, and the task holding the socket (abort it to close).
+pub async fn mute_v1_server(hold: std::time::Duration) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let ws = accept_v1(tcp).await;
+        tokio::time::sleep(hold).await;
+        drop(ws);
+    });
+    (url, held)
+}
+
 /// A raw WebSocket client (no webmesh on top), offering `protocol` (`None`: a 0.1.2 peer).
 pub async fn raw_ws(
     url: &str,

@@ -431,14 +431,7 @@ async fn calls_behind_a_server_that_stopped_reading_still_end_at_their_deadline(
     // A v1 server that completes the upgrade and then reads nothing: the client's socket, its
     // outbox and its command channel fill up, and the calls stuck in each must still end at
     // their deadline (no keepalive here to end the connection).
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("ws://{}", listener.local_addr().unwrap());
-    let held = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let ws = webmesh_tests::accept_v1(tcp).await;
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        drop(ws);
-    });
+    let (url, held) = webmesh_tests::mute_v1_server(Duration::from_secs(60)).await;
     let c = Client::builder()
         .timeout(Some(Duration::from_millis(300)))
         .keepalive(None)

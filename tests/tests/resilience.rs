@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use webmesh::{
     CallError, Client, CloseKind, Connection, ConnectionState, Error, Keepalive, Reconnect, Server, Value,
 };
@@ -43,14 +43,7 @@ async fn server_keepalive_drops_a_peer_that_vanished() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_keepalive_fails_calls_to_a_server_that_vanished() {
     // A server that completes the upgrade, then never reads or answers again.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("ws://{}", listener.local_addr().unwrap());
-    let held = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let ws = webmesh_tests::accept_v1(tcp).await;
-        tokio::time::sleep(Duration::from_secs(30)).await;
-        drop(ws);
-    });
+    let (url, held) = webmesh_tests::mute_v1_server(Duration::from_secs(30)).await;
     let c = Client::builder()
         .timeout(None)
         .keepalive(Some(Keepalive::new(ms(100), ms(200))))

@@ -92,12 +92,12 @@ fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>, &mut Vec<u8>) -> R) -> R {
     })
 }
 
-/// Appends `value` as an unsigned LEB128 varint.
 /// How many bytes [`write_varint`] writes for `value`.
 fn varint_len(value: u64) -> usize {
     (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
 }
 
+/// Appends `value` as an unsigned LEB128 varint.
 pub(crate) fn write_varint(out: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
         out.push(value as u8 | 0x80);

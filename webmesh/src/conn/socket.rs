@@ -64,9 +64,10 @@ pub(crate) trait Role {
     fn idle(&mut self) {}
 
     /// Nothing more to do: how many tasks this batch woke that may have more to send at once
-    /// (the client: callers it handed answers to, which may make new calls). Any: the flush
-    /// waits one turn of the scheduler, so that what they send goes out with this batch's
-    /// in one write instead of in a write of their own.
+    /// (the client: callers it handed answers to, which may make new calls). Then the flush
+    /// waits one turn of the scheduler (with one task, only when something waits to be sent),
+    /// so that what they send goes out with this batch's in one write instead of in a write of
+    /// their own.
     fn before_flush(&mut self) -> usize {
         0
     }
