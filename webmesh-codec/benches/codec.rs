@@ -81,6 +81,26 @@ fn large() -> Vec<LogLine> {
     out
 }
 
+/// 64 KiB of numbers that barely compress: 13,098 pseudo-random `u32` values (as in
+/// `webmesh-bench --large numbers`), where the time is the codec's per-value work.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Numbers {
+    values: Vec<u32>,
+}
+
+fn numbers() -> Numbers {
+    let mut x: u32 = 0x9e37_79b9;
+    let values = (0..13_098)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        })
+        .collect();
+    Numbers { values }
+}
+
 #[derive(Serialize, Deserialize)]
 struct Envelope<T> {
     id: u64,
@@ -341,6 +361,7 @@ fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
     let small = small();
     let large = large();
+    let numbers = numbers();
     let py = if quick {
         Vec::new()
     } else {
@@ -350,8 +371,26 @@ fn main() {
     for (label, size_name) in [
         ("small (~60 B payload)", "small"),
         ("64 KiB compressible", "large"),
+        ("64 KiB pseudo-random numbers", "numbers"),
     ] {
-        let cases: Vec<(&str, Case<'_>)> = if size_name == "small" {
+        let cases: Vec<(&str, Case<'_>)> = if size_name == "numbers" {
+            vec![
+                ("rmp-serde envelope (anchor)", rmp_case(&numbers)),
+                (
+                    "zlib-6 fresh state, miniz_oxide (anchor)",
+                    fresh_miniz_case(&numbers),
+                ),
+                ("zlib-6 fresh state, zlib-rs (anchor)", fresh_zlib_case(&numbers)),
+                (
+                    "v1 msgpack, default compression",
+                    v1_case(AnyCodec::MSGPACK, Compression::default(), &numbers),
+                ),
+                (
+                    "v1 msgpack, no compression",
+                    v1_case(AnyCodec::MSGPACK, Compression::none(), &numbers),
+                ),
+            ]
+        } else if size_name == "small" {
             vec![
                 ("rmp-serde envelope (anchor)", rmp_case(&small)),
                 (

@@ -58,12 +58,12 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Res
 /// `max_depth` would, or `None` when rmp-serde must say what is wrong (or decode it).
 pub(crate) fn decode<'de, T: de::Deserialize<'de>>(bytes: &'de [u8], max_depth: usize) -> Option<T> {
     let mut de = Decoder {
-        bytes,
-        at: 0,
+        rest: bytes,
         depth: max_depth.min(usize::from(u16::MAX)) as u16,
+        unread: 0,
     };
     let value = T::deserialize(&mut de).ok()?;
-    (de.at == bytes.len()).then_some(value)
+    de.rest.is_empty().then_some(value)
 }
 
 struct Encoder<'a> {
@@ -386,39 +386,48 @@ impl ser::SerializeMap for &mut Encoder<'_> {
 }
 
 struct Decoder<'de> {
-    bytes: &'de [u8],
-    at: usize,
+    /// What is not read yet.
+    rest: &'de [u8],
     /// Containers that may still open, as rmp-serde counts them (it fails when this reaches 0).
     depth: u16,
+    /// Elements (or keys) the visitor of the last array (or map) left unread.
+    unread: u32,
 }
 
 impl<'de> Decoder<'de> {
     #[inline]
     fn peek(&self) -> Result<u8> {
-        self.bytes.get(self.at).copied().ok_or(Unsupported)
+        self.rest.first().copied().ok_or(Unsupported)
+    }
+
+    /// Consumes the byte [`peek`](Self::peek) returned.
+    #[inline]
+    fn skip_peeked(&mut self) {
+        self.rest = &self.rest[1..];
     }
 
     #[inline]
     fn byte(&mut self) -> Result<u8> {
-        let b = self.peek()?;
-        self.at += 1;
+        let (&b, rest) = self.rest.split_first().ok_or(Unsupported)?;
+        self.rest = rest;
         Ok(b)
     }
 
     #[inline]
     fn take(&mut self, n: usize) -> Result<&'de [u8]> {
-        let end = self.at.checked_add(n).ok_or(Unsupported)?;
-        let slice = self.bytes.get(self.at..end).ok_or(Unsupported)?;
-        self.at = end;
+        if n > self.rest.len() {
+            return Err(Unsupported);
+        }
+        let (slice, rest) = self.rest.split_at(n);
+        self.rest = rest;
         Ok(slice)
     }
 
     #[inline]
     fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
-        let slice = self.take(N)?;
-        let mut out = [0; N];
-        out.copy_from_slice(slice);
-        Ok(out)
+        let (head, rest) = self.rest.split_first_chunk::<N>().ok_or(Unsupported)?;
+        self.rest = rest;
+        Ok(*head)
     }
 
     #[inline]
@@ -431,8 +440,38 @@ impl<'de> Decoder<'de> {
         self.array().map(u32::from_be_bytes)
     }
 
-    /// Nil, booleans and numbers after `marker`, as rmp-serde's `any_num` visits them.
+    /// The next value, a number, nil or a boolean (as rmp-serde's `any_num` visits them). The
+    /// unsigned forms, the common ones, are matched with their bytes, which costs one length
+    /// check and one move of the cursor (a jump table through every marker cost more than the
+    /// number it reads).
     #[inline(always)]
+    fn next_number<V: Visitor<'de>>(&mut self, v: V) -> Result<V::Value> {
+        match *self.rest {
+            [m @ 0x00..=0x7f, ref rest @ ..] => {
+                self.rest = rest;
+                v.visit_u8(m)
+            }
+            [0xce, a, b, c, d, ref rest @ ..] => {
+                self.rest = rest;
+                v.visit_u32(u32::from_be_bytes([a, b, c, d]))
+            }
+            [0xcd, a, b, ref rest @ ..] => {
+                self.rest = rest;
+                v.visit_u16(u16::from_be_bytes([a, b]))
+            }
+            [0xcc, a, ref rest @ ..] => {
+                self.rest = rest;
+                v.visit_u8(a)
+            }
+            _ => {
+                let marker = self.byte()?;
+                self.number(marker, v)
+            }
+        }
+    }
+
+    /// Nil, booleans and numbers after `marker`, as rmp-serde's `any_num` visits them.
+    #[inline]
     fn number<V: Visitor<'de>>(&mut self, marker: u8, v: V) -> Result<V::Value> {
         match marker {
             0x00..=0x7f => v.visit_u8(marker),
@@ -522,14 +561,19 @@ impl<'de> Decoder<'de> {
 
     /// An array or map of `len` elements (or keys) visited through `visit`, one level deeper;
     /// the visitor must take them all, as rmp-serde requires.
-    fn nested<T>(&mut self, len: u32, visit: impl FnOnce(&mut Elements<'_, 'de>) -> Result<T>) -> Result<T> {
+    fn nested<T>(&mut self, len: u32, visit: impl FnOnce(Elements<'_, 'de>) -> Result<T>) -> Result<T> {
         self.depth -= 1;
         if self.depth == 0 {
             return Err(Unsupported);
         }
-        let mut access = Elements { de: self, left: len };
-        let value = visit(&mut access)?;
-        if access.left != 0 {
+        let access = Elements {
+            rest: self.rest,
+            depth: self.depth,
+            left: len,
+            de: self,
+        };
+        let value = visit(access)?;
+        if self.unread != 0 {
             return Err(Unsupported);
         }
         self.depth += 1;
@@ -549,8 +593,7 @@ macro_rules! through_number {
     ($($method:ident),*) => {$(
         #[inline]
         fn $method<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
-            let marker = self.byte()?;
-            self.number(marker, v)
+            self.next_number(v)
         }
     )*};
 }
@@ -607,7 +650,7 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
 
     fn deserialize_option<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
         if self.peek()? == 0xc0 {
-            self.at += 1;
+            self.skip_peeked();
             v.visit_none()
         } else {
             v.visit_some(self)
@@ -618,7 +661,7 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
         // rmp-serde writes unit structs as [] and reads [] or nil as one.
         match self.peek()? {
             0xc0 | 0x90 => {
-                self.at += 1;
+                self.skip_peeked();
                 v.visit_unit()
             }
             _ => self.any(v, true),
@@ -662,15 +705,15 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
         // A variant with data is a map of one entry; anything else is the variant alone.
         let len = match self.peek()? {
             m @ 0x80..=0x8f => {
-                self.at += 1;
+                self.skip_peeked();
                 u32::from(m & 0x0f)
             }
             0xde => {
-                self.at += 1;
+                self.skip_peeked();
                 self.u16()?.into()
             }
             0xdf => {
-                self.at += 1;
+                self.skip_peeked();
                 self.u32()?
             }
             _ => return v.visit_enum(UnitVariant { de: self }),
@@ -683,9 +726,39 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
 }
 
 /// The elements of an array, or the keys and values of a map (`left` counts elements or keys).
+///
+/// The visitor owns this access, and it reads from a copy of the decoder's position, written
+/// back when the visitor is done (in `drop`). A copy the visitor owns lets the compiler keep the
+/// position in a register across a loop of elements; through a reference to the decoder, it was
+/// stored and read back for every element (the compiler could not tell it from the elements
+/// the visitor stores), a store-to-load wait each time.
 struct Elements<'a, 'de> {
     de: &'a mut Decoder<'de>,
+    rest: &'de [u8],
+    depth: u16,
     left: u32,
+}
+
+impl Drop for Elements<'_, '_> {
+    fn drop(&mut self) {
+        self.de.rest = self.rest;
+        self.de.unread = self.left;
+    }
+}
+
+impl<'de> Elements<'_, 'de> {
+    /// The next value, read from here.
+    #[inline]
+    fn next<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value> {
+        let mut de = Decoder {
+            rest: self.rest,
+            depth: self.depth,
+            unread: 0,
+        };
+        let value = seed.deserialize(&mut de)?;
+        self.rest = de.rest;
+        Ok(value)
+    }
 }
 
 impl<'de> de::SeqAccess<'de> for Elements<'_, 'de> {
@@ -697,7 +770,7 @@ impl<'de> de::SeqAccess<'de> for Elements<'_, 'de> {
             return Ok(None);
         }
         self.left -= 1;
-        seed.deserialize(&mut *self.de).map(Some)
+        self.next(seed).map(Some)
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -714,12 +787,12 @@ impl<'de> de::MapAccess<'de> for Elements<'_, 'de> {
             return Ok(None);
         }
         self.left -= 1;
-        seed.deserialize(&mut *self.de).map(Some)
+        self.next(seed).map(Some)
     }
 
     #[inline]
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value> {
-        seed.deserialize(&mut *self.de)
+        self.next(seed)
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -991,6 +1064,71 @@ mod tests {
             assert_eq!(fast, slow, "{depth} nested arrays");
         }
         assert!(decode::<rmpv::Value>(&[0x91; 200], DEPTH).is_none());
+    }
+
+    /// Every number form, whole and cut short, read as every number type: the fast decoder
+    /// reads what rmp-serde reads, and leaves it the rest.
+    #[test]
+    fn numbers_of_every_form_read_as_rmp_serde_reads_them() {
+        let values: Vec<Vec<u8>> = [
+            rmp_bytes(&5u8),
+            rmp_bytes(&200u8),
+            rmp_bytes(&60_000u16),
+            rmp_bytes(&4_000_000_000u32),
+            rmp_bytes(&u64::MAX),
+            rmp_bytes(&-3i8),
+            rmp_bytes(&-100i8),
+            rmp_bytes(&-30_000i16),
+            rmp_bytes(&-2_000_000_000i32),
+            rmp_bytes(&i64::MIN),
+            rmp_bytes(&1.5f32),
+            rmp_bytes(&-2.25f64),
+            rmp_bytes(&true),
+            rmp_bytes(&()),
+        ]
+        .into();
+        fn same<T: for<'de> Deserialize<'de> + PartialEq + std::fmt::Debug>(bytes: &[u8]) {
+            if let Some(fast) = decode::<T>(bytes, DEPTH) {
+                assert_eq!(Some(fast), rmp_decode::<T>(bytes), "{bytes:02x?}");
+            }
+            // In a sequence, the form read through the element path.
+            let mut seq = vec![0x92, 0x01];
+            seq.extend_from_slice(bytes);
+            if let Some(fast) = decode::<Vec<T>>(&seq, DEPTH) {
+                assert_eq!(Some(fast), rmp_decode::<Vec<T>>(&seq), "{seq:02x?}");
+            }
+        }
+        for whole in &values {
+            for end in 0..=whole.len() {
+                let bytes = &whole[..end];
+                same::<u8>(bytes);
+                same::<u16>(bytes);
+                same::<u32>(bytes);
+                same::<u64>(bytes);
+                same::<i8>(bytes);
+                same::<i16>(bytes);
+                same::<i32>(bytes);
+                same::<i64>(bytes);
+                same::<f32>(bytes);
+                same::<f64>(bytes);
+                same::<bool>(bytes);
+            }
+            // Whole, each type the value fits decodes on the fast path.
+            assert!(
+                decode::<rmpv::Value>(whole, DEPTH).is_some(),
+                "{whole:02x?} on the fast path"
+            );
+        }
+        assert_eq!(decode::<u32>(&values[3], DEPTH), Some(4_000_000_000));
+        assert_eq!(
+            decode::<u16>(&values[3], DEPTH),
+            None,
+            "does not fit: rmp-serde says why"
+        );
+        assert_eq!(
+            decode::<Vec<u16>>(&[0x92, 0xcc, 0xff, 0xcd, 0x01, 0x00], DEPTH),
+            Some(vec![255, 256])
+        );
     }
 
     #[test]
