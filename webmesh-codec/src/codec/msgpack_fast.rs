@@ -269,6 +269,49 @@ impl<'a, 'b> ser::Serializer for &'b mut Encoder<'a> {
         value.serialize(self)
     }
 
+    /// A sequence whose elements are numbers or booleans is written through a local block of
+    /// bytes, each element asked for its value by [`Scalar`]'s serializer: the block's fill
+    /// level stays in a register. Through `Vec::extend_from_slice` on the buffer behind this
+    /// encoder's reference, the compiler stored the buffer's length and read it back after
+    /// every element (it cannot tell the bytes written from the length), a store-to-load wait
+    /// per number. The first element that is something else ends the asking: it and the rest
+    /// are written as `serialize_seq` writes them.
+    fn collect_seq<I>(self, iter: I) -> Result<()>
+    where
+        I: IntoIterator,
+        I::Item: Serialize,
+    {
+        let iter = iter.into_iter();
+        // As serde's own `collect_seq`: a length only when the iterator knows it exactly.
+        let len = match iter.size_hint() {
+            (lo, Some(hi)) if lo == hi => lo,
+            _ => return Err(Unsupported),
+        };
+        self.array(len)?;
+        let mut block = [0u8; 512];
+        let mut used = 0;
+        let mut scalars = true;
+        for item in iter {
+            if scalars {
+                if let Ok(scalar) = item.serialize(ScalarOf) {
+                    if used > block.len() - Scalar::MAX {
+                        self.out.extend_from_slice(&block[..used]);
+                        used = 0;
+                    }
+                    used += scalar.write(&mut block[used..used + Scalar::MAX]);
+                    continue;
+                }
+                scalars = false;
+                self.out.extend_from_slice(&block[..used]);
+            }
+            item.serialize(&mut *self)?;
+        }
+        if scalars {
+            self.out.extend_from_slice(&block[..used]);
+        }
+        Ok(())
+    }
+
     fn serialize_seq(self, len: Option<usize>) -> Result<Self> {
         // Unknown lengths: rmp-serde buffers the elements to count them.
         self.array(len.ok_or(Unsupported)?)?;
@@ -382,6 +425,152 @@ impl ser::SerializeMap for &mut Encoder<'_> {
 
     fn end(self) -> Result<()> {
         Ok(())
+    }
+}
+
+/// A number or a boolean, as an element of a sequence gives it to [`ScalarOf`].
+#[derive(Clone, Copy)]
+enum Scalar {
+    Uint(u64),
+    Int(i64),
+    F32(f32),
+    F64(f64),
+    Bool(bool),
+}
+
+impl Scalar {
+    /// The most bytes one takes.
+    const MAX: usize = 9;
+
+    /// Writes this as [`Encoder`] writes it into the first of `out`'s [`Scalar::MAX`] bytes;
+    /// returns how many it took.
+    #[inline(always)]
+    fn write(self, out: &mut [u8]) -> usize {
+        #[inline(always)]
+        fn form<const N: usize>(out: &mut [u8], marker: u8, be: [u8; N]) -> usize {
+            out[0] = marker;
+            out[1..=N].copy_from_slice(&be);
+            N + 1
+        }
+        #[inline(always)]
+        fn uint(out: &mut [u8], v: u64) -> usize {
+            match v {
+                0..=127 => {
+                    out[0] = v as u8;
+                    1
+                }
+                128..=255 => form(out, 0xcc, [v as u8]),
+                256..=65_535 => form(out, 0xcd, (v as u16).to_be_bytes()),
+                65_536..=4_294_967_295 => form(out, 0xce, (v as u32).to_be_bytes()),
+                _ => form(out, 0xcf, v.to_be_bytes()),
+            }
+        }
+        match self {
+            Scalar::Int(v) if v < 0 => match v {
+                -32..=-1 => {
+                    out[0] = v as u8;
+                    1
+                }
+                -128..=-33 => form(out, 0xd0, [v as u8]),
+                -32_768..=-129 => form(out, 0xd1, (v as i16).to_be_bytes()),
+                -2_147_483_648..=-32_769 => form(out, 0xd2, (v as i32).to_be_bytes()),
+                _ => form(out, 0xd3, v.to_be_bytes()),
+            },
+            Scalar::Int(v) => uint(out, v as u64),
+            Scalar::Uint(v) => uint(out, v),
+            Scalar::F32(v) => form(out, 0xca, v.to_be_bytes()),
+            Scalar::F64(v) => form(out, 0xcb, v.to_be_bytes()),
+            Scalar::Bool(v) => {
+                out[0] = if v { 0xc3 } else { 0xc2 };
+                1
+            }
+        }
+    }
+}
+
+/// The serializer that asks a value for the [`Scalar`] it is: anything else is
+/// [`Unsupported`], at its first serializer call (no side effects to undo).
+struct ScalarOf;
+
+macro_rules! scalar_of {
+    ($($method:ident($t:ty) => $variant:ident),*) => {$(
+        #[inline(always)]
+        fn $method(self, v: $t) -> Result<Scalar> {
+            Ok(Scalar::$variant(v.into()))
+        }
+    )*};
+}
+
+macro_rules! not_scalar {
+    ($($method:ident($($arg:ty),*) -> $out:ty),*) => {$(
+        fn $method(self, $(_: $arg),*) -> Result<$out> {
+            Err(Unsupported)
+        }
+    )*};
+}
+
+impl ser::Serializer for ScalarOf {
+    type Ok = Scalar;
+    type Error = Unsupported;
+    type SerializeSeq = ser::Impossible<Scalar, Unsupported>;
+    type SerializeTuple = ser::Impossible<Scalar, Unsupported>;
+    type SerializeTupleStruct = ser::Impossible<Scalar, Unsupported>;
+    type SerializeTupleVariant = ser::Impossible<Scalar, Unsupported>;
+    type SerializeMap = ser::Impossible<Scalar, Unsupported>;
+    type SerializeStruct = ser::Impossible<Scalar, Unsupported>;
+    type SerializeStructVariant = ser::Impossible<Scalar, Unsupported>;
+
+    fn is_human_readable(&self) -> bool {
+        false
+    }
+
+    scalar_of!(
+        serialize_bool(bool) => Bool,
+        serialize_i8(i8) => Int,
+        serialize_i16(i16) => Int,
+        serialize_i32(i32) => Int,
+        serialize_i64(i64) => Int,
+        serialize_u8(u8) => Uint,
+        serialize_u16(u16) => Uint,
+        serialize_u32(u32) => Uint,
+        serialize_u64(u64) => Uint,
+        serialize_f32(f32) => F32,
+        serialize_f64(f64) => F64
+    );
+
+    not_scalar!(
+        serialize_char(char) -> Scalar,
+        serialize_str(&str) -> Scalar,
+        serialize_bytes(&[u8]) -> Scalar,
+        serialize_none() -> Scalar,
+        serialize_unit() -> Scalar,
+        serialize_unit_struct(&'static str) -> Scalar,
+        serialize_unit_variant(&'static str, u32, &'static str) -> Scalar,
+        serialize_seq(Option<usize>) -> Self::SerializeSeq,
+        serialize_tuple(usize) -> Self::SerializeTuple,
+        serialize_tuple_struct(&'static str, usize) -> Self::SerializeTupleStruct,
+        serialize_tuple_variant(&'static str, u32, &'static str, usize) -> Self::SerializeTupleVariant,
+        serialize_map(Option<usize>) -> Self::SerializeMap,
+        serialize_struct(&'static str, usize) -> Self::SerializeStruct,
+        serialize_struct_variant(&'static str, u32, &'static str, usize) -> Self::SerializeStructVariant
+    );
+
+    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<Scalar> {
+        Err(Unsupported)
+    }
+
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _: &'static str, _: &T) -> Result<Scalar> {
+        Err(Unsupported)
+    }
+
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Result<Scalar> {
+        Err(Unsupported)
     }
 }
 
@@ -1064,6 +1253,67 @@ mod tests {
             assert_eq!(fast, slow, "{depth} nested arrays");
         }
         assert!(decode::<rmpv::Value>(&[0x91; 200], DEPTH).is_none());
+    }
+
+    /// Sequences of numbers and booleans (written through `collect_seq`'s block): every form at
+    /// its edges, across the block's refills, and sequences whose elements change kind, encode
+    /// to rmp-serde's bytes.
+    #[test]
+    fn sequences_of_numbers_encode_as_rmp_serde_encodes_them() {
+        fn same<T: Serialize + ?Sized + std::fmt::Debug>(value: &T) {
+            assert_eq!(fast_bytes(value), rmp_bytes(value), "{value:?}");
+        }
+        let unsigned: Vec<u64> = [
+            0,
+            1,
+            127,
+            128,
+            255,
+            256,
+            65_535,
+            65_536,
+            4_294_967_295,
+            4_294_967_296,
+        ]
+        .into_iter()
+        .chain([u64::MAX - 1, u64::MAX])
+        .collect();
+        let signed: Vec<i64> = [-1, -32, -33, -128, -129, -32_768, -32_769, -2_147_483_648]
+            .into_iter()
+            .chain([-2_147_483_649, i64::MIN, 0, 5, 200, 70_000, i64::MAX])
+            .collect();
+        same(&unsigned);
+        same(&signed);
+        same(&unsigned.iter().map(|&v| v as u8).collect::<Vec<u8>>());
+        same(&unsigned.iter().map(|&v| v as u16).collect::<Vec<u16>>());
+        same(&unsigned.iter().map(|&v| v as u32).collect::<Vec<u32>>());
+        same(&signed.iter().map(|&v| v as i8).collect::<Vec<i8>>());
+        same(&signed.iter().map(|&v| v as i16).collect::<Vec<i16>>());
+        same(&signed.iter().map(|&v| v as i32).collect::<Vec<i32>>());
+        same(&[0.5f32, -1e30, f32::NAN, f32::INFINITY][..]);
+        same(&[0.25f64, -1e300, f64::NAN, f64::NEG_INFINITY][..]);
+        same(&[true, false, true][..]);
+        // Nine-byte forms, many more than one block holds.
+        same(&vec![u64::MAX; 1_000]);
+        same(
+            &(0..3_000)
+                .map(|i| i * 1_234_567_i64 - 1_000_000_000)
+                .collect::<Vec<_>>(),
+        );
+        // Elements that are not numbers, from the start, after numbers, or some of them.
+        // (A `Vec` of them: `rmpv::Value::Array` writes its elements one by one itself.)
+        let mixed: Vec<rmpv::Value> = vec![1.into(), 2.5.into(), "three".into(), 4.into(), true.into()];
+        same(&mixed);
+        same(&vec![rmpv::Value::from("one"), 2.into(), 3.into()]);
+        same(
+            &(0..200)
+                .map(|i| if i == 150 { rmpv::Value::Nil } else { i.into() })
+                .collect::<Vec<rmpv::Value>>(),
+        );
+        same(&[Some(1u32), None, Some(70_000)][..]);
+        same(&vec![vec![1u32, 300], vec![], vec![70_000]]);
+        same(&Vec::<u32>::new());
+        same(&std::collections::BTreeSet::from([3u16, 300, 30_000]));
     }
 
     /// Every number form, whole and cut short, read as every number type: the fast decoder
