@@ -328,9 +328,9 @@ async fn a_thousand_timeouts_at_once_leave_nothing_behind() {
     handle.shutdown().await;
 }
 
-/// A v1 server that completes the upgrade, answers nothing, and reports the id of each CANCEL
-/// it reads.
-async fn silent_v1_server() -> (String, tokio::sync::mpsc::UnboundedReceiver<u64>) {
+/// A v1 server that completes the upgrade, answers nothing, and reports the kind, id and path
+/// of each frame it reads.
+async fn silent_v1_server() -> (String, tokio::sync::mpsc::UnboundedReceiver<(Kind, u64, String)>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -342,7 +342,7 @@ async fn silent_v1_server() -> (String, tokio::sync::mpsc::UnboundedReceiver<u64
                 continue;
             }
             let f = webmesh_tests::v1_frame(message);
-            if f.kind() == Kind::Cancel && tx.send(f.id()).is_err() {
+            if tx.send((f.kind(), f.id(), f.path().to_owned())).is_err() {
                 return;
             }
         }
@@ -350,9 +350,27 @@ async fn silent_v1_server() -> (String, tokio::sync::mpsc::UnboundedReceiver<u64
     (url, rx)
 }
 
+/// The ids of the next `n` CANCEL frames `frames` reports.
+async fn cancels(
+    frames: &mut tokio::sync::mpsc::UnboundedReceiver<(Kind, u64, String)>,
+    n: usize,
+) -> Vec<u64> {
+    let mut ids = Vec::new();
+    while ids.len() < n {
+        let (kind, id, _) = tokio::time::timeout(Duration::from_secs(5), frames.recv())
+            .await
+            .expect("a CANCEL for each call")
+            .unwrap();
+        if kind == Kind::Cancel {
+            ids.push(id);
+        }
+    }
+    ids
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_clients_own_deadlines_end_calls_a_server_never_answers_each_at_its_time() {
-    let (url, mut cancels) = silent_v1_server().await;
+    let (url, mut frames) = silent_v1_server().await;
     let c = Client::builder()
         .timeout(Some(Duration::from_millis(400)))
         .connect(&url)
@@ -404,14 +422,7 @@ async fn the_clients_own_deadlines_end_calls_a_server_never_answers_each_at_its_
             "{path}: {elapsed:?}"
         );
     }
-    let mut ids = Vec::new();
-    for _ in 0..3 {
-        let id = tokio::time::timeout(Duration::from_secs(5), cancels.recv())
-            .await
-            .expect("a CANCEL for each call")
-            .unwrap();
-        ids.push(id);
-    }
+    let mut ids = cancels(&mut frames, 3).await;
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), 3, "one CANCEL per call: {ids:?}");
@@ -469,4 +480,124 @@ async fn calls_behind_a_server_that_stopped_reading_still_end_at_their_deadline(
     // Each waited its 300 ms (plus the time to hand it over), not a keepalive or forever.
     assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
     held.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_with_no_time_left_is_never_sent() {
+    let (url, mut frames) = silent_v1_server().await;
+    let c = Client::builder().connect(&url).await.unwrap();
+    let late = c
+        .call_path_as::<u8, Value>("/late", &(), Some(Duration::ZERO))
+        .await;
+    assert!(
+        matches!(late, Err(webmesh::CallError::Rpc(Error::CallTimeout { .. }))),
+        "{late:?}"
+    );
+    // The next call is the first frame the server reads: neither the late CALL nor a CANCEL
+    // for it went out before it.
+    let next = c
+        .call_path_as::<u8, Value>("/next", &(), Some(Duration::from_millis(50)))
+        .await;
+    assert!(
+        matches!(next, Err(webmesh::CallError::Rpc(Error::CallTimeout { .. }))),
+        "{next:?}"
+    );
+    let (kind, _, path) = tokio::time::timeout(Duration::from_secs(5), frames.recv())
+        .await
+        .expect("the next call reaches the server")
+        .unwrap();
+    assert_eq!((kind, path.as_str()), (Kind::Call, "/next"));
+    assert!(!c.is_closed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_whose_deadline_passes_while_they_wait_to_be_written_are_never_sent() {
+    // A server that reads nothing for a while, then reports every frame it reads: the calls
+    // made meanwhile fill the socket's buffers, the outbox and the command channel. Those whose
+    // deadline passes while still queued in the client never leave it; those already written
+    // get a CANCEL.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let (tx, mut frames) = tokio::sync::mpsc::unbounded_channel();
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let server_wake = wake.clone();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = webmesh_tests::accept_v1(tcp).await;
+        server_wake.notified().await;
+        while let Some(Ok(message)) = ws.next().await {
+            if message.is_binary() {
+                let f = webmesh_tests::v1_frame(message);
+                if tx.send((f.kind(), f.id(), f.path().to_owned())).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let c = Client::builder()
+        .timeout(Some(Duration::from_millis(300)))
+        .keepalive(None)
+        .outbound_queue(32)
+        .connect(&url)
+        .await
+        .unwrap();
+    // ~72 KiB per call that does not compress: 600 calls are far more than the buffers hold.
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let payload: Arc<Vec<u64>> = Arc::new(
+        (0..8192)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x
+            })
+            .collect(),
+    );
+    let calls: Vec<_> = (0..600)
+        .map(|_| {
+            let (c, payload) = (c.clone(), payload.clone());
+            tokio::spawn(async move { c.call_path::<u8>("/x", &*payload).await })
+        })
+        .collect();
+    for call in calls {
+        let r = tokio::time::timeout(Duration::from_secs(20), call)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(r, Err(Error::CallTimeout { .. })), "{r:?}");
+    }
+    // Every call has ended: the server starts reading, and a last call marks the end of what
+    // the client sent before it.
+    wake.notify_one();
+    let marker = c.clone();
+    tokio::spawn(async move {
+        let _ = marker
+            .call_path_as::<u8, Value>("/marker", &(), Some(Duration::from_secs(30)))
+            .await;
+    });
+    let (mut sent, mut cancelled) = (Vec::new(), Vec::new());
+    loop {
+        let (kind, id, path) = tokio::time::timeout(Duration::from_secs(20), frames.recv())
+            .await
+            .expect("the server reads up to the marker")
+            .unwrap();
+        match (kind, path.as_str()) {
+            (Kind::Call, "/marker") => break,
+            (Kind::Call, _) => sent.push(id),
+            (Kind::Cancel, _) => cancelled.push(id),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(
+        sent.len() < 600,
+        "calls still queued at their deadline were sent anyway ({} of 600)",
+        sent.len()
+    );
+    sent.sort_unstable();
+    cancelled.sort_unstable();
+    assert_eq!(
+        sent, cancelled,
+        "each call that was sent, and only those, got a CANCEL"
+    );
+    assert!(!c.is_closed());
 }

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
-use webmesh_codec::{code, decode_frame, Frame, FrameType, Kind};
+use webmesh_codec::{code, decode_frame, Frame, FrameEncoder, FrameType, Kind};
 
 use super::builder::{Dialer, Reconnect};
 use super::legacy::{LegacyPaths, Reply};
@@ -61,7 +61,8 @@ pub(super) enum Command {
     },
     /// End subscription `id`.
     Unsubscribe { id: u64 },
-    /// The caller gave up on this call (timeout, dropped future).
+    /// The caller gave up on this call (timeout, dropped future): a v1 call (no `path`) still
+    /// waiting to be written is not sent; one already written gets a CANCEL.
     Forget { id: u64, path: Option<String> },
     /// Close the connection with this code and reason.
     Close(u16, String),
@@ -345,13 +346,11 @@ impl Role for Calling {
             }
         }
         // After the commands: a deadline just added sets the timer, which this registers.
-        let (by_id, shared) = (&mut self.by_id, &self.shared);
+        let (by_id, shared, held) = (&mut self.by_id, &self.shared, &mut self.held);
         progress |= self.deadlines.poll_due(cx, |id| {
             if let Some(waiter) = by_id.remove(&id) {
                 let _ = waiter.send(Err(timed_out()));
-                if let Some(cancel) = shared.encoder.cancel(id) {
-                    out.queue.push_back(conn::to_message(cancel));
-                }
+                withdraw(id, &shared.encoder, &mut out.queue, held);
             }
         });
         progress
@@ -385,6 +384,14 @@ impl Role for Calling {
 
 impl Calling {
     fn command(&mut self, cmd: Command, out: &mut Outbox) {
+        if let Command::Forget { id, path: None } = cmd {
+            // Not held back: it sends nothing that must follow what is held (a CANCEL goes
+            // only for a call already written).
+            if self.by_id.remove(&id).is_some() {
+                withdraw(id, &self.shared.encoder, &mut out.queue, &mut self.held);
+            }
+            return;
+        }
         // The outbox is full: what this command sends waits in `held` (and so does everything
         // after it, to keep the order); callers handing over calls from now on keep a timer.
         if out.queue.len() >= OUT_HIGH || !self.held.is_empty() {
@@ -441,6 +448,7 @@ impl Calling {
                 }
             }
             Command::Forget { id, path: None } => {
+                // (Taken in `command`.)
                 self.by_id.remove(&id);
             }
             Command::Forget { id, path: Some(path) } => {
@@ -608,6 +616,27 @@ impl Calling {
             ),
         }
     }
+}
+
+/// Takes back v1 call `id`, whose caller stopped waiting: removed from the messages not yet
+/// written if it is still there (the server never sees it), else its CANCEL is queued (the
+/// server may stop its handler).
+fn withdraw(id: u64, encoder: &FrameEncoder, queue: &mut VecDeque<Message>, held: &mut VecDeque<Message>) {
+    if unqueue_call(queue, id) || unqueue_call(held, id) {
+        return;
+    }
+    if let Some(cancel) = encoder.cancel(id) {
+        queue.push_back(conn::to_message(cancel));
+    }
+}
+
+/// Removes the v1 CALL with `id` from `queue` (messages not yet written); true if it was there.
+fn unqueue_call(queue: &mut VecDeque<Message>, id: u64) -> bool {
+    let at = queue.iter().position(|m| match m {
+        Message::Binary(bytes) => webmesh_codec::peek_v1_header(bytes) == Some((Kind::Call, id)),
+        _ => false,
+    });
+    at.and_then(|at| queue.remove(at)).is_some()
 }
 
 /// What the driver hands a call whose deadline passed: [`Error::CallTimeout`] without its path

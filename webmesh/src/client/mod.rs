@@ -167,7 +167,7 @@ impl fmt::Debug for Client {
 }
 
 /// Tells the driver to forget a call whose future is dropped before its answer (timeout or
-/// cancellation), and a v1 server that it may stop (CANCEL).
+/// cancellation): a v1 call is then withdrawn (not sent if still queued, else CANCELled).
 struct ForgetGuard<'a> {
     handle: &'a Handle,
     id: u64,
@@ -180,14 +180,11 @@ impl Drop for ForgetGuard<'_> {
         if !self.armed {
             return;
         }
-        let h = self.handle;
-        let _ = h.cmd.try_send(Command::Forget {
+        // The driver sends the call's CANCEL if the call was written (v1), or drops it unsent.
+        let _ = self.handle.cmd.try_send(Command::Forget {
             id: self.id,
             path: self.path.map(str::to_owned),
         });
-        if let Some(cancel) = h.shared.encoder.cancel(self.id) {
-            let _ = h.cmd.try_send(Command::Send(conn::to_message(cancel)));
-        }
     }
 }
 
@@ -699,6 +696,10 @@ impl Client {
             path: path.to_owned(),
             after: timeout.unwrap_or_default(),
         };
+        if timeout == Some(Duration::ZERO) {
+            // No time at all (a parent's budget that is spent, say): the call is not sent.
+            return Err(timeout_error(path));
+        }
         let exchange = async {
             // A v1 call's deadline is kept by the driver (one timer for all the calls in
             // flight); a legacy call keeps a timer of its own, and no deadline.
