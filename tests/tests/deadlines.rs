@@ -437,21 +437,21 @@ async fn the_clients_own_deadlines_end_calls_a_server_never_answers_each_at_its_
     assert!(!c.is_closed());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn calls_behind_a_server_that_stopped_reading_still_end_at_their_deadline() {
-    // A v1 server that completes the upgrade and then reads nothing: the client's socket, its
-    // outbox and its command channel fill up, and the calls stuck in each must still end at
-    // their deadline (no keepalive here to end the connection).
-    let (url, held) = webmesh_tests::mute_v1_server(Duration::from_secs(60)).await;
-    let c = Client::builder()
+/// A client with 300 ms calls, no keepalive and a small command channel (32), for a server that
+/// stops reading.
+async fn clogging_client(url: &str) -> Client {
+    Client::builder()
         .timeout(Some(Duration::from_millis(300)))
         .keepalive(None)
         .outbound_queue(32)
-        .connect(&url)
+        .connect(url)
         .await
-        .unwrap();
-    // ~72 KiB of numbers that do not compress, per call: 600 calls are ~43 MB, far more than
-    // the socket's buffers, the outbox (256 messages) and the channel (32) hold.
+        .unwrap()
+}
+
+/// 600 calls to `/x` of ~72 KiB each of numbers that do not compress: ~43 MB, far more than the
+/// socket's buffers, the outbox (256 messages) and the channel (32) hold.
+fn clog(c: &Client) -> Vec<tokio::task::JoinHandle<Result<u8, Error>>> {
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
     let payload: Arc<Vec<u64>> = Arc::new(
         (0..8192)
@@ -463,13 +463,23 @@ async fn calls_behind_a_server_that_stopped_reading_still_end_at_their_deadline(
             })
             .collect(),
     );
-    let t = Instant::now();
-    let calls: Vec<_> = (0..600)
+    (0..600)
         .map(|_| {
             let (c, payload) = (c.clone(), payload.clone());
             tokio::spawn(async move { c.call_path::<u8>("/x", &*payload).await })
         })
-        .collect();
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_behind_a_server_that_stopped_reading_still_end_at_their_deadline() {
+    // A v1 server that completes the upgrade and then reads nothing: the client's socket, its
+    // outbox and its command channel fill up, and the calls stuck in each must still end at
+    // their deadline (no keepalive here to end the connection).
+    let (url, held) = webmesh_tests::mute_v1_server(Duration::from_secs(60)).await;
+    let c = clogging_client(&url).await;
+    let t = Instant::now();
+    let calls = clog(&c);
     for (i, call) in calls.into_iter().enumerate() {
         let r = tokio::time::timeout(Duration::from_secs(20), call)
             .await
@@ -534,31 +544,8 @@ async fn calls_whose_deadline_passes_while_they_wait_to_be_written_are_never_sen
             }
         }
     });
-    let c = Client::builder()
-        .timeout(Some(Duration::from_millis(300)))
-        .keepalive(None)
-        .outbound_queue(32)
-        .connect(&url)
-        .await
-        .unwrap();
-    // ~72 KiB per call that does not compress: 600 calls are far more than the buffers hold.
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    let payload: Arc<Vec<u64>> = Arc::new(
-        (0..8192)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x
-            })
-            .collect(),
-    );
-    let calls: Vec<_> = (0..600)
-        .map(|_| {
-            let (c, payload) = (c.clone(), payload.clone());
-            tokio::spawn(async move { c.call_path::<u8>("/x", &*payload).await })
-        })
-        .collect();
+    let c = clogging_client(&url).await;
+    let calls = clog(&c);
     for call in calls {
         let r = tokio::time::timeout(Duration::from_secs(20), call)
             .await
