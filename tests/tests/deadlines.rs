@@ -588,3 +588,33 @@ async fn calls_whose_deadline_passes_while_they_wait_to_be_written_are_never_sen
     );
     assert!(!c.is_closed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_in_flight_while_the_client_closes_still_ends_at_its_deadline() {
+    // A server that never answers, not even the close frame: the client waits for the close
+    // answer for a while; a call in flight meanwhile ends at its own deadline, as a timeout.
+    let (url, _held) = webmesh_tests::mute_v1_server(Duration::from_secs(60)).await;
+    let c = Client::builder().keepalive(None).connect(&url).await.unwrap();
+    let t = Instant::now();
+    let call = {
+        let c = c.clone();
+        tokio::spawn(async move {
+            let r = c
+                .call_path_as::<u8, Value>("/x", &(), Some(Duration::from_millis(1000)))
+                .await;
+            (r, t.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let closing = tokio::spawn(async move { c.close().await });
+    let (r, elapsed) = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(r, Err(webmesh::CallError::Rpc(Error::CallTimeout { .. }))),
+        "{r:?} after {elapsed:?}"
+    );
+    assert!(elapsed >= Duration::from_millis(1000) && elapsed < Duration::from_millis(1800), "ended after {elapsed:?}");
+    closing.await.unwrap();
+}
