@@ -615,6 +615,10 @@ async fn a_call_in_flight_while_the_client_closes_still_ends_at_its_deadline() {
         matches!(r, Err(webmesh::CallError::Rpc(Error::CallTimeout { .. }))),
         "{r:?} after {elapsed:?}"
     );
-    assert!(elapsed >= Duration::from_millis(1000) && elapsed < Duration::from_millis(1800), "ended after {elapsed:?}");
+    // (Had the deadline waited for the close to end, the call would have failed as `Closed`.)
+    assert!(
+        elapsed >= Duration::from_millis(1000) && elapsed < Duration::from_secs(5),
+        "ended after {elapsed:?}"
+    );
     closing.await.unwrap();
 }
