@@ -71,43 +71,13 @@ struct Encoder<'a> {
 }
 
 impl Encoder<'_> {
+    /// A number or a boolean in its smallest form, as rmp-serde writes it (non-negative
+    /// integers as unsigned ones).
     #[inline(always)]
-    fn uint(&mut self, v: u64) {
-        if v < 128 {
-            self.out.push(v as u8);
-        } else if v < 256 {
-            self.out.extend_from_slice(&[0xcc, v as u8]);
-        } else if v < 65_536 {
-            let b = (v as u16).to_be_bytes();
-            self.out.extend_from_slice(&[0xcd, b[0], b[1]]);
-        } else if v < 1 << 32 {
-            let b = (v as u32).to_be_bytes();
-            self.out.extend_from_slice(&[0xce, b[0], b[1], b[2], b[3]]);
-        } else {
-            self.out.push(0xcf);
-            self.out.extend_from_slice(&v.to_be_bytes());
-        }
-    }
-
-    /// rmp's `write_sint`: the smallest form, with non-negative values as unsigned ones.
-    #[inline(always)]
-    fn sint(&mut self, v: i64) {
-        if v >= 0 {
-            self.uint(v as u64);
-        } else if v >= -32 {
-            self.out.push(v as u8);
-        } else if v >= -128 {
-            self.out.extend_from_slice(&[0xd0, v as u8]);
-        } else if v >= -32_768 {
-            let b = (v as i16).to_be_bytes();
-            self.out.extend_from_slice(&[0xd1, b[0], b[1]]);
-        } else if v >= -2_147_483_648 {
-            let b = (v as i32).to_be_bytes();
-            self.out.extend_from_slice(&[0xd2, b[0], b[1], b[2], b[3]]);
-        } else {
-            self.out.push(0xd3);
-            self.out.extend_from_slice(&v.to_be_bytes());
-        }
+    fn scalar(&mut self, scalar: Scalar) {
+        let mut block = [0; Scalar::MAX];
+        let n = scalar.write(&mut block);
+        self.out.extend_from_slice(&block[..n]);
     }
 
     /// A length under one of three forms: `fix` (its low bits hold the length, below `fix_max`),
@@ -156,12 +126,13 @@ impl Encoder<'_> {
     }
 }
 
-/// Integer methods of the serializer: widened to 64 bits, then written in their smallest form.
-macro_rules! integers {
-    ($($method:ident($t:ty) => $write:ident),*) => {$(
+/// Number and boolean methods of the serializer: widened to 64 bits, then written in their
+/// smallest form.
+macro_rules! scalars {
+    ($($method:ident($t:ty) => $variant:ident),*) => {$(
         #[inline]
         fn $method(self, v: $t) -> Result<()> {
-            self.$write(v.into());
+            self.scalar(Scalar::$variant(v.into()));
             Ok(())
         }
     )*};
@@ -182,36 +153,19 @@ impl<'a, 'b> ser::Serializer for &'b mut Encoder<'a> {
         false
     }
 
-    #[inline]
-    fn serialize_bool(self, v: bool) -> Result<()> {
-        self.out.push(if v { 0xc3 } else { 0xc2 });
-        Ok(())
-    }
-
-    integers!(
-        serialize_i8(i8) => sint,
-        serialize_i16(i16) => sint,
-        serialize_i32(i32) => sint,
-        serialize_i64(i64) => sint,
-        serialize_u8(u8) => uint,
-        serialize_u16(u16) => uint,
-        serialize_u32(u32) => uint,
-        serialize_u64(u64) => uint
+    scalars!(
+        serialize_bool(bool) => Bool,
+        serialize_i8(i8) => Int,
+        serialize_i16(i16) => Int,
+        serialize_i32(i32) => Int,
+        serialize_i64(i64) => Int,
+        serialize_u8(u8) => Uint,
+        serialize_u16(u16) => Uint,
+        serialize_u32(u32) => Uint,
+        serialize_u64(u64) => Uint,
+        serialize_f32(f32) => F32,
+        serialize_f64(f64) => F64
     );
-
-    #[inline]
-    fn serialize_f32(self, v: f32) -> Result<()> {
-        self.out.push(0xca);
-        self.out.extend_from_slice(&v.to_be_bytes());
-        Ok(())
-    }
-
-    #[inline]
-    fn serialize_f64(self, v: f64) -> Result<()> {
-        self.out.push(0xcb);
-        self.out.extend_from_slice(&v.to_be_bytes());
-        Ok(())
-    }
 
     fn serialize_char(self, v: char) -> Result<()> {
         self.str(v.encode_utf8(&mut [0; 4]))
@@ -428,7 +382,8 @@ impl ser::SerializeMap for &mut Encoder<'_> {
     }
 }
 
-/// A number or a boolean, as an element of a sequence gives it to [`ScalarOf`].
+/// A number or a boolean: what [`Encoder`] writes for one, and what an element of a sequence
+/// gives [`ScalarOf`].
 #[derive(Clone, Copy)]
 enum Scalar {
     Uint(u64),
@@ -442,8 +397,9 @@ impl Scalar {
     /// The most bytes one takes.
     const MAX: usize = 9;
 
-    /// Writes this as [`Encoder`] writes it into the first of `out`'s [`Scalar::MAX`] bytes;
-    /// returns how many it took.
+    /// Writes this in its smallest form, as rmp-serde does (rmp's `write_uint`, `write_sint`
+    /// with non-negative values as unsigned ones), into the first of `out`'s [`Scalar::MAX`]
+    /// bytes; returns how many it took.
     #[inline(always)]
     fn write(self, out: &mut [u8]) -> usize {
         #[inline(always)]
