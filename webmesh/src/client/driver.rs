@@ -447,10 +447,8 @@ impl Calling {
                     self.unsubscribe(id, queue);
                 }
             }
-            Command::Forget { id, path: None } => {
-                // (Taken in `command`.)
-                self.by_id.remove(&id);
-            }
+            // A v1 call's is taken in `command`, which needs the outbox and `held` both.
+            Command::Forget { path: None, .. } => {}
             Command::Forget { id, path: Some(path) } => {
                 self.legacy.forget(id, &path, queue);
             }
