@@ -55,10 +55,23 @@ thread_local! {
 const SKIPS_AFTER_NO: u8 = 15;
 const VERDICT_SLOTS: usize = 8;
 
+/// One path's verdict in [`NOT_WORTH`].
+#[derive(Clone, Copy)]
+struct Verdict {
+    /// The path's [`verdict_key`]; 0 for an empty slot.
+    key: u64,
+    /// Large payloads still to send without a sample.
+    skips: u8,
+    /// The length of the path's last large payload: the next one is encoded straight into a
+    /// buffer of about this size.
+    len: u32,
+}
+
 thread_local! {
-    /// Paths (as [`verdict_key`]s) whose last sample said no, with the skips left: a small
-    /// direct-mapped cache, so a thread serving many such routes only samples more often.
-    static NOT_WORTH: Cell<[(u64, u8); VERDICT_SLOTS]> = const { Cell::new([(0, 0); VERDICT_SLOTS]) };
+    /// Paths whose last sample said no, with the skips left: a small direct-mapped cache, so
+    /// a thread serving many such routes only samples more often.
+    static NOT_WORTH: Cell<[Verdict; VERDICT_SLOTS]> =
+        const { Cell::new([Verdict { key: 0, skips: 0, len: 0 }; VERDICT_SLOTS]) };
 }
 
 /// FNV-1a of a path and the compression settings that judged it (never 0, the empty slot).
@@ -370,49 +383,122 @@ impl FrameEncoder {
         let bits = kind
             .to_bits()
             .ok_or_else(|| Error::encode(format!("{kind:?} has no v1 encoding")))?;
-        with_scratch(|payload, sample| {
-            write_payload(payload)?;
-            let header = 1
-                + varint_len(id)
-                + budget_ms.map_or(0, varint_len)
-                + seq.map_or(0, varint_len)
-                + varint_len(path.len() as u64)
-                + path.len();
-            let deflate =
-                payload.len() >= self.compression.min_size && self.worth_deflating(path, payload, sample)?;
-            // A payload that will not be deflated: the exact size, so that it is copied once, and
-            // the message becomes `Bytes` without an allocation of its own (`Bytes::from` a full
-            // `Vec`).
-            let capacity = if deflate {
-                header + payload.len().min(self.compression.min_size)
-            } else {
-                header + payload.len()
-            };
-            let mut out = Vec::with_capacity(capacity);
+        let header = 1
+            + varint_len(id)
+            + budget_ms.map_or(0, varint_len)
+            + seq.map_or(0, varint_len)
+            + varint_len(path.len() as u64)
+            + path.len();
+        let write_header = |out: &mut Vec<u8>| {
             out.push(bits);
-            write_varint(&mut out, id);
+            write_varint(out, id);
             if let Some(ms) = budget_ms {
                 out[0] |= FLAG_DEADLINE;
-                write_varint(&mut out, ms);
+                write_varint(out, ms);
             }
             if let Some(seq) = seq {
                 out[0] |= FLAG_SEQ;
-                write_varint(&mut out, seq);
+                write_varint(out, seq);
             }
-            write_varint(&mut out, path.len() as u64);
+            write_varint(out, path.len() as u64);
             out.extend_from_slice(path.as_bytes());
-            if deflate {
-                let header_len = out.len();
-                zlib::compress_into(payload, self.compression.level, &mut out)?;
-                if out.len() - header_len < payload.len() {
-                    out[0] |= FLAG_COMPRESSED;
-                    return Ok(WireMessage::Binary(out));
-                }
-                out.truncate(header_len);
+        };
+        if let Some(hint) = self.direct_size(path) {
+            // This path's large payloads do not deflate well (a sample said so): the payload
+            // is written straight after the header, sized by the last one, instead of into
+            // the scratch buffer and then copied (64 KiB of copying per 64 KiB message).
+            let mut out = Vec::with_capacity(header + hint + hint / 8);
+            write_header(&mut out);
+            write_payload(&mut out)?;
+            let len = out.len() - header;
+            if out.capacity() / 2 > out.len() {
+                // Far smaller than the last one: not held in a buffer sized for that.
+                out.shrink_to_fit();
             }
+            if len >= COMPRESSION_SAMPLE_FROM {
+                self.note_direct_size(path, len);
+                return Ok(WireMessage::Binary(out));
+            }
+            // Smaller than this path's earlier payloads, too small to be judged by a sample:
+            // deflated if large enough, as any such payload is.
+            if len >= self.compression.min_size {
+                let (head, payload) = out.split_at(header);
+                if let Some(deflated) = self.deflated(header, |o| o.extend_from_slice(head), payload)? {
+                    return Ok(WireMessage::Binary(deflated));
+                }
+            }
+            return Ok(WireMessage::Binary(out));
+        }
+        with_scratch(|payload, sample| {
+            write_payload(payload)?;
+            let deflate =
+                payload.len() >= self.compression.min_size && self.worth_deflating(path, payload, sample)?;
+            if deflate {
+                if let Some(deflated) = self.deflated(header, write_header, payload)? {
+                    return Ok(WireMessage::Binary(deflated));
+                }
+            }
+            // Not deflated: the exact size, so that it is copied once, and the message becomes
+            // `Bytes` without an allocation of its own (`Bytes::from` a full `Vec`).
+            let mut out = Vec::with_capacity(header + payload.len());
+            write_header(&mut out);
             out.extend_from_slice(payload);
             Ok(WireMessage::Binary(out))
         })
+    }
+
+    /// A header of `header` bytes (written by `write_header`) followed by `payload` deflated,
+    /// with the compressed flag set; `None` when deflating did not make the payload smaller.
+    fn deflated(
+        &self,
+        header: usize,
+        write_header: impl FnOnce(&mut Vec<u8>),
+        payload: &[u8],
+    ) -> Result<Option<Vec<u8>>> {
+        let mut out = Vec::with_capacity(header + payload.len().min(self.compression.min_size));
+        write_header(&mut out);
+        zlib::compress_into(payload, self.compression.level, &mut out)?;
+        if out.len() - header < payload.len() {
+            out[0] |= FLAG_COMPRESSED;
+            Ok(Some(out))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// The size to encode a payload of `path` for, straight into its message, when the path's
+    /// last sample said its large payloads are not worth deflating (a skip is used up, as the
+    /// payload will not be sampled). `None` otherwise, and for third-party codecs (only the
+    /// built-in ones are known to append to the buffer they are given).
+    fn direct_size(&self, path: &str) -> Option<usize> {
+        if !self.codec.is_builtin() || usize::from(self.compression.min_saving) == 0 {
+            return None;
+        }
+        let key = verdict_key(path, &self.compression);
+        NOT_WORTH.with(|cache| {
+            let mut slots = cache.get();
+            let v = &mut slots[key as usize % VERDICT_SLOTS];
+            if v.key != key || v.skips == 0 {
+                return None;
+            }
+            v.skips -= 1;
+            let len = v.len as usize;
+            cache.set(slots);
+            Some(len)
+        })
+    }
+
+    /// Remembers the length of `path`'s last large payload sent as it is.
+    fn note_direct_size(&self, path: &str, len: usize) {
+        let key = verdict_key(path, &self.compression);
+        NOT_WORTH.with(|cache| {
+            let mut slots = cache.get();
+            let v = &mut slots[key as usize % VERDICT_SLOTS];
+            if v.key == key {
+                v.len = u32::try_from(len).unwrap_or(u32::MAX);
+                cache.set(slots);
+            }
+        });
     }
 
     /// Whether deflating `payload` is likely to save at least `min_saving` percent: always for
@@ -430,10 +516,10 @@ impl FrameEncoder {
         let slot = key as usize % VERDICT_SLOTS;
         let skip = NOT_WORTH.with(|cache| {
             let mut slots = cache.get();
-            let (k, left) = &mut slots[slot];
-            let skip = *k == key && *left > 0;
+            let v = &mut slots[slot];
+            let skip = v.key == key && v.skips > 0;
             if skip {
-                *left -= 1;
+                v.skips -= 1;
                 cache.set(slots);
             }
             skip
@@ -448,7 +534,18 @@ impl FrameEncoder {
         let worth = scratch.len() * 100 <= COMPRESSION_SAMPLE * (100 - min_saving);
         NOT_WORTH.with(|cache| {
             let mut slots = cache.get();
-            slots[slot] = if worth { (0, 0) } else { (key, SKIPS_AFTER_NO) };
+            slots[slot] = match worth {
+                true => Verdict {
+                    key: 0,
+                    skips: 0,
+                    len: 0,
+                },
+                false => Verdict {
+                    key,
+                    skips: SKIPS_AFTER_NO,
+                    len: u32::try_from(payload.len()).unwrap_or(u32::MAX),
+                },
+            };
             cache.set(slots);
         });
         Ok(worth)
@@ -518,5 +615,60 @@ mod tests {
         };
         assert_eq!(b[0] & FLAG_COMPRESSED, 0, "random numbers are sent as they are");
         assert_eq!(b.len(), b.capacity());
+    }
+
+    fn binary(msg: Result<WireMessage>) -> Vec<u8> {
+        match msg.unwrap() {
+            WireMessage::Binary(b) => b,
+            WireMessage::Text(_) => panic!("msgpack is binary"),
+        }
+    }
+
+    #[test]
+    fn a_path_whose_payloads_do_not_deflate_gets_them_encoded_in_place_with_the_same_bytes() {
+        let enc = FrameEncoder::new(Framing::V1, AnyCodec::default(), Compression::default());
+        let numbers = |n: u32| -> Vec<u32> { (0..n).map(|i| i.wrapping_mul(2_654_435_761)).collect() };
+        let limits = crate::Limits::default();
+        let check = |b: &[u8], id: u64, value: &Vec<u32>| {
+            let bytes = bytes::Bytes::copy_from_slice(b);
+            let frame = crate::decode_frame(Framing::V1, &AnyCodec::default(), &limits, crate::FrameType::Binary, bytes).unwrap();
+            assert_eq!((frame.kind(), frame.id(), frame.path()), (Kind::Call, id, "/numbers"));
+            assert_eq!(&frame.decode::<Vec<u32>>().unwrap(), value);
+        };
+        // The first is sampled (and sized exactly, through the scratch buffer); the next ones,
+        // without a sample, are written in place: the same bytes, in a buffer sized by the
+        // last payload (so not exactly).
+        let large = numbers(20_000);
+        let first = binary(enc.call_within(1, "/numbers", &large, Duration::from_secs(3)));
+        assert_eq!(first.len(), first.capacity());
+        check(&first, 1, &large);
+        let second = binary(enc.call_within(1, "/numbers", &large, Duration::from_secs(3)));
+        assert_eq!(second, first);
+        assert!(second.capacity() > second.len(), "encoded in place");
+        // A larger one, then a far smaller one: right either way, and the small one is not
+        // held in a buffer sized for the large ones.
+        let larger = numbers(60_000);
+        let b = binary(enc.call(2, "/numbers", &larger));
+        assert_eq!(b[0] & FLAG_COMPRESSED, 0);
+        check(&b, 2, &larger);
+        let small = numbers(10);
+        let b = binary(enc.call(3, "/numbers", &small));
+        assert!(b.capacity() <= 2 * b.len(), "{} bytes held for {}", b.capacity(), b.len());
+        check(&b, 3, &small);
+        // A payload too small to be sampled but large enough to deflate is deflated, as on a
+        // path with no verdict.
+        enc.call(4, "/numbers", &large).unwrap();
+        let compressible = vec![7u32; 1_500];
+        let b = binary(enc.call(5, "/numbers", &compressible));
+        assert_ne!(b[0] & FLAG_COMPRESSED, 0, "deflated");
+        check(&b, 5, &compressible);
+        // Every skip used up (five so far, one per payload since the sample, whatever its
+        // size): the next large payload is sampled again, and sized exactly.
+        for _ in 5..usize::from(SKIPS_AFTER_NO) {
+            enc.call(6, "/numbers", &large).unwrap();
+        }
+        let b = binary(enc.call(7, "/numbers", &large));
+        assert_eq!(b.len(), b.capacity(), "sampled again");
+        check(&b, 7, &large);
     }
 }

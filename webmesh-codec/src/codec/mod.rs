@@ -199,6 +199,11 @@ impl AnyCodec {
         }
     }
 
+    /// True for the built-in codecs (msgpack and JSON).
+    pub(crate) fn is_builtin(&self) -> bool {
+        !matches!(self.0, Inner::Custom(_))
+    }
+
     /// The codec's [`Codec::TEXT`].
     pub fn is_text(&self) -> bool {
         match &self.0 {
