@@ -631,8 +631,18 @@ mod tests {
         let limits = crate::Limits::default();
         let check = |b: &[u8], id: u64, value: &Vec<u32>| {
             let bytes = bytes::Bytes::copy_from_slice(b);
-            let frame = crate::decode_frame(Framing::V1, &AnyCodec::default(), &limits, crate::FrameType::Binary, bytes).unwrap();
-            assert_eq!((frame.kind(), frame.id(), frame.path()), (Kind::Call, id, "/numbers"));
+            let frame = crate::decode_frame(
+                Framing::V1,
+                &AnyCodec::default(),
+                &limits,
+                crate::FrameType::Binary,
+                bytes,
+            )
+            .unwrap();
+            assert_eq!(
+                (frame.kind(), frame.id(), frame.path()),
+                (Kind::Call, id, "/numbers")
+            );
             assert_eq!(&frame.decode::<Vec<u32>>().unwrap(), value);
         };
         // The first is sampled (and sized exactly, through the scratch buffer); the next ones,
@@ -653,7 +663,12 @@ mod tests {
         check(&b, 2, &larger);
         let small = numbers(10);
         let b = binary(enc.call(3, "/numbers", &small));
-        assert!(b.capacity() <= 2 * b.len(), "{} bytes held for {}", b.capacity(), b.len());
+        assert!(
+            b.capacity() <= 2 * b.len(),
+            "{} bytes held for {}",
+            b.capacity(),
+            b.len()
+        );
         check(&b, 3, &small);
         // A payload too small to be sampled but large enough to deflate is deflated, as on a
         // path with no verdict.

@@ -584,7 +584,9 @@ impl Dialer {
             (None, _) => Framing::Legacy,
         };
         let config = conn::ws_config(&self.limits);
-        let ws = WebSocketStream::from_partially_read(io, up.leftover, Role::Client, Some(config)).await;
+        // What came after the server's answer is the first frames': left to the frame reader.
+        io.unread(&up.leftover);
+        let ws = WebSocketStream::from_raw_socket(io, Role::Client, Some(config)).await;
         Ok((ws, framing))
     }
 }

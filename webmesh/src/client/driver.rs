@@ -124,7 +124,7 @@ impl Driver {
         reconnect: Option<Reconnect>,
     ) -> Self {
         Driver {
-            socket: Socket::new(ws, keepalive, None),
+            socket: Socket::new(ws, false, keepalive, None),
             calling: Calling {
                 shared,
                 rx,
@@ -191,7 +191,7 @@ impl Driver {
             self.fail_pending(kind, &reason);
             match self.reconnect_loop(&state, policy, &mut attempt, reason).await {
                 Some(ws) => {
-                    self.socket = Socket::new(ws, self.keepalive, None);
+                    self.socket = Socket::new(ws, false, self.keepalive, None);
                     self.calling.resubscribe(&mut self.socket.outbox);
                     state.send_replace(ConnectionState::Connected);
                     tracing::info!(url = %self.dialer.url, "reconnected");

@@ -1,11 +1,11 @@
 //! The byte stream under a WebSocket: TCP, TLS over TCP, an in-memory duplex in tests, read
 //! through a buffer that exists only while bytes flow.
 //!
-//! tungstenite keeps a read buffer for as long as a connection lives, and asks for at most that
-//! buffer's size per read. [`Io`] lets it keep a small one ([`super::READ_BUFFER`]): reads from
-//! the kernel go into a buffer here (from [`CHUNK`] up to [`MAX_READ`] bytes per system call),
-//! which is freed as soon as the socket has nothing more to read. An idle connection then holds
-//! no read buffer beyond tungstenite's small one.
+//! Reads from the kernel go into a buffer here (from [`CHUNK`] up to [`MAX_READ`] bytes per
+//! system call), which is freed as soon as the socket has nothing more to read: an idle
+//! connection holds no read buffer. The [`FrameReader`](super::FrameReader) reads the peer's
+//! frames from it (a large frame's payload straight from the stream into its own buffer); the
+//! HTTP handshake reads through [`AsyncRead`].
 
 use std::cell::Cell;
 use std::io;
@@ -42,6 +42,10 @@ pub(crate) struct Io {
     buf: BytesMut,
     /// Bytes to ask of the next read: [`CHUNK`] to [`MAX_READ`].
     next: usize,
+    /// While an HTTP handshake reads through [`AsyncRead`]: how much of the blank line that ends
+    /// its headers was read so far (nothing past it is handed out, see
+    /// [`stop_after_headers`](Self::stop_after_headers)).
+    headers_end: Option<u8>,
 }
 
 enum Stream {
@@ -77,7 +81,63 @@ impl Io {
             inner,
             buf: BytesMut::new(),
             next: CHUNK,
+            headers_end: None,
         }
+    }
+
+    /// Until the blank line that ends an HTTP message's headers has been read, reads through
+    /// [`AsyncRead`] stop at it: a handshake (tungstenite's, which reads ahead into a buffer of
+    /// its own) then leaves every byte after it here, for the [`FrameReader`](super::FrameReader).
+    #[cfg_attr(not(feature = "server"), allow(dead_code))] // the server's handshake is tungstenite's
+    pub(crate) fn stop_after_headers(&mut self) {
+        self.headers_end = Some(0);
+    }
+
+    /// The bytes read from the stream and not consumed yet.
+    pub(crate) fn buffered(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Drops the first `n` buffered bytes.
+    pub(crate) fn consume(&mut self, n: usize) {
+        self.buf.advance(n);
+    }
+
+    /// Takes the first `n` buffered bytes. A large piece that fills most of the buffer is split
+    /// off it (no copy); anything else is copied into a buffer of its own, so that what a
+    /// reader keeps (a message in a subscription's buffer) does not keep a whole read buffer.
+    pub(crate) fn take(&mut self, n: usize) -> BytesMut {
+        if n >= CHUNK && n * 2 >= self.buf.capacity() {
+            return self.buf.split_to(n);
+        }
+        let piece = BytesMut::from(&self.buf[..n]);
+        self.buf.advance(n);
+        piece
+    }
+
+    /// Reads more of the stream after what is buffered: `Ready(Ok(0))` at its end.
+    pub(crate) fn poll_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        self.poll_fill(cx)
+    }
+
+    /// Moves up to `want` bytes into `dst`, which has room for them: buffered ones first,
+    /// otherwise read from the stream straight into `dst` (a large frame's payload goes from
+    /// the kernel to its own buffer, with no copy in between). `Ready(Ok(0))` at the end of
+    /// the stream.
+    pub(crate) fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        dst: &mut BytesMut,
+        want: usize,
+    ) -> Poll<io::Result<usize>> {
+        if !self.buf.is_empty() {
+            let n = want.min(self.buf.len());
+            dst.extend_from_slice(&self.buf[..n]);
+            self.buf.advance(n);
+            return Poll::Ready(Ok(n));
+        }
+        let mut room = dst.limit(want);
+        each!(&mut self.inner, s => tokio_util::io::poll_read_buf(Pin::new(s), cx, &mut room))
     }
 
     /// Puts `bytes` (read from this stream by someone else) back in front: they are read again.
@@ -102,7 +162,8 @@ impl Io {
         Ok(&self.buf)
     }
 
-    /// Reads what the stream has into the buffer (which is empty); frees it if nothing came.
+    /// Reads what the stream has into the buffer, after what it holds; frees it if it is empty
+    /// and nothing came.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if self.buf.capacity() == 0 {
             self.buf = SPARE.with(Cell::take).unwrap_or_default();
@@ -115,9 +176,11 @@ impl Io {
         match read {
             Poll::Pending => {
                 // Nothing buffered: the buffer goes to this thread's spare, for the next
-                // connection that reads here.
-                let spare = std::mem::take(&mut self.buf);
-                SPARE.with(|s| s.set(Some(spare)));
+                // connection that reads here. (A frame's first bytes stay.)
+                if self.buf.is_empty() {
+                    let spare = std::mem::take(&mut self.buf);
+                    SPARE.with(|s| s.set(Some(spare)));
+                }
                 self.next = CHUNK;
                 Poll::Pending
             }
@@ -144,11 +207,34 @@ impl AsyncRead for Io {
         if this.buf.is_empty() && std::task::ready!(this.poll_fill(cx))? == 0 {
             return Poll::Ready(Ok(())); // end of stream
         }
-        let n = this.buf.len().min(out.remaining());
+        let mut n = this.buf.len().min(out.remaining());
+        if let Some(matched) = &mut this.headers_end {
+            if let Some(end) = headers_end(&this.buf[..n], matched) {
+                n = end;
+                this.headers_end = None;
+            }
+        }
         out.put_slice(&this.buf[..n]);
         this.buf.advance(n);
         Poll::Ready(Ok(()))
     }
+}
+
+/// Where the blank line that ends HTTP headers (`\r\n\r\n`) ends in `bytes`, given that
+/// `matched` bytes of it ended the bytes before; updates `matched`.
+fn headers_end(bytes: &[u8], matched: &mut u8) -> Option<usize> {
+    const END: &[u8; 4] = b"\r\n\r\n";
+    for (i, &b) in bytes.iter().enumerate() {
+        *matched = match b {
+            _ if b == END[usize::from(*matched)] => *matched + 1,
+            b'\r' => 1,
+            _ => 0,
+        };
+        if *matched == 4 {
+            return Some(i + 1);
+        }
+    }
+    None
 }
 
 impl AsyncWrite for Io {
@@ -215,6 +301,37 @@ mod tests {
         }
         assert_eq!(got, big);
         assert!(io.peek().await.unwrap().is_empty(), "end of stream");
+    }
+
+    #[tokio::test]
+    async fn a_handshake_reads_up_to_the_end_of_the_headers_and_leaves_the_rest() {
+        let head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        let frames = b"\x82\x00\r\n\r\nmore";
+        // All at once, or with the blank line split between two reads.
+        for cut in [head.len() + frames.len(), head.len() - 1, head.len() - 3] {
+            let (near, mut far) = tokio::io::duplex(1 << 16);
+            let mut io = Io::new(near);
+            io.stop_after_headers();
+            let all = [&head[..], &frames[..]].concat();
+            far.write_all(&all[..cut]).await.unwrap();
+            let mut got = Vec::new();
+            let mut piece = [0u8; 4096];
+            while got.len() < head.len() {
+                if got.len() >= cut {
+                    far.write_all(&all[cut..]).await.unwrap();
+                }
+                let n = io.read(&mut piece).await.unwrap();
+                got.extend_from_slice(&piece[..n]);
+            }
+            assert_eq!(got, head, "cut at {cut}");
+            if io.buffered().len() < frames.len() {
+                std::future::poll_fn(|cx| io.poll_more(cx)).await.unwrap();
+            }
+            assert_eq!(io.buffered(), frames, "cut at {cut}");
+            // Past the headers, reads are whole again.
+            let n = io.read(&mut piece).await.unwrap();
+            assert_eq!(&piece[..n], frames);
+        }
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@
 //! into. Everything above the frames (dispatch, calls in flight) is the role's.
 
 mod deadlines;
+mod frames;
 mod io;
 mod outbox;
 mod socket;
@@ -12,6 +13,7 @@ mod tests;
 mod timers;
 
 pub(crate) use deadlines::Deadlines;
+pub(crate) use frames::FrameReader;
 pub(crate) use io::Io;
 pub(crate) use outbox::Outbox;
 #[cfg_attr(not(feature = "server"), allow(unused_imports))] // the server drains with it
@@ -24,7 +26,7 @@ use bytes::Bytes;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
-use webmesh_codec::{FrameType, Limits, WireMessage};
+use webmesh_codec::{Limits, WireMessage};
 
 /// Close codes webmesh sends (RFC 6455 §7.4.1).
 #[cfg_attr(not(feature = "server"), allow(dead_code))] // clients send only NORMAL
@@ -53,28 +55,13 @@ pub(crate) fn to_message(m: WireMessage) -> Message {
     }
 }
 
-/// The frame type and bytes of a data message; `None` for control messages.
-pub(crate) fn data_of(m: Message) -> Option<(FrameType, Bytes)> {
-    match m {
-        Message::Text(t) => Some((FrameType::Text, Bytes::from(t))),
-        Message::Binary(b) => Some((FrameType::Binary, b)),
-        _ => None,
-    }
-}
-
-/// Bytes tungstenite takes from [`Io`] per read (from its buffer, not the kernel): the read
-/// buffer it keeps for the life of the connection.
-pub(crate) const READ_BUFFER: usize = 512;
-
-/// The WebSocket settings for `limits`: tungstenite refuses a frame or message over
-/// `max_frame_size` from its header, before buffering it.
+/// The WebSocket settings for `limits`. The [`FrameReader`] takes its limits from them: a frame
+/// or message over `max_frame_size` is refused from its header, before it is buffered.
 pub(crate) fn ws_config(limits: &Limits) -> WebSocketConfig {
     WebSocketConfig::default()
-        // tungstenite keeps its read buffer for the connection's life and zero-fills it before
-        // each read: 128 KiB (its default) per idle connection and per read. [`Io`] reads the
-        // kernel in larger chunks that it frees while idle, so this one can be small (a large
-        // frame still grows it to fit).
-        .read_buffer_size(READ_BUFFER)
+        // tungstenite keeps a read buffer of this size for the connection's life (128 KiB by
+        // default); it never reads here (the `FrameReader` does), so it needs none.
+        .read_buffer_size(0)
         .max_message_size(Some(limits.max_frame_size))
         .max_frame_size(Some(limits.max_frame_size))
         // Bounded: a peer that stops reading fills this and then the outbound queue, and is then

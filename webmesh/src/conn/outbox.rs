@@ -13,6 +13,8 @@ use tokio_tungstenite::tungstenite::{self, Message};
 pub(crate) struct Outbox {
     pub(crate) queue: VecDeque<Message>,
     unflushed: bool,
+    /// A close frame went to the socket: nothing may follow it.
+    pub(crate) close_sent: bool,
 }
 
 impl Outbox {
@@ -35,6 +37,7 @@ impl Outbox {
             match Pin::new(&mut *ws).poll_ready(cx) {
                 Poll::Ready(Ok(())) => {
                     let Some(msg) = self.queue.pop_front() else { break };
+                    self.close_sent |= matches!(msg, Message::Close(_));
                     Pin::new(&mut *ws).start_send(msg)?;
                     self.unflushed = true;
                     wrote = true;

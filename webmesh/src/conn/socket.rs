@@ -6,17 +6,17 @@
 //! frame. Everything that became readable or sendable is processed before one flush, so a burst
 //! costs one write (a long one, one per [`FLUSH_EVERY`] frames read).
 
-use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, Stream, StreamExt};
+use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 use webmesh_codec::FrameType;
 
-use super::{close, close_frame, data_of, Io, Keepalive, Liveness, Outbox, Timers};
+use super::frames::{Broken, Incoming};
+use super::{close, close_frame, FrameReader, Io, Keepalive, Liveness, Outbox, Timers};
 
 /// How serving a connection ended, as the core sees it.
 #[derive(Debug)]
@@ -73,28 +73,37 @@ pub(crate) trait Role {
     }
 }
 
-/// A WebSocket over any stream, with its outbox and timers.
+/// A WebSocket over any stream, with its outbox and timers. tungstenite writes its frames; the
+/// peer's are read by a [`FrameReader`] from the stream under it (tungstenite never reads: its
+/// handshake left nothing in its buffer, see [`Io::stop_after_headers`]).
 pub(crate) struct Socket {
     ws: WebSocketStream<Io>,
+    reader: FrameReader,
     pub(crate) outbox: Outbox,
     timers: Timers,
     write_failed: Option<String>,
-    /// The peer's close frame, once read: the stream ends after it.
-    peer_close: Option<Option<(u16, String)>>,
 }
 
 impl Socket {
+    /// `server`: this side is the server (the peer's frames are masked).
     pub(crate) fn new(
         ws: WebSocketStream<Io>,
+        server: bool,
         keepalive: Option<Keepalive>,
         stall_after: Option<Duration>,
     ) -> Self {
+        let config = ws.get_config();
+        let reader = FrameReader::new(
+            server,
+            config.max_frame_size.unwrap_or(usize::MAX),
+            config.max_message_size.unwrap_or(usize::MAX),
+        );
         Socket {
             ws,
+            reader,
             outbox: Outbox::default(),
             timers: Timers::new(keepalive, stall_after),
             write_failed: None,
-            peer_close: None,
         }
     }
 
@@ -180,29 +189,37 @@ impl Socket {
         }
     }
 
-    /// The peer's next message: a data frame, anything else (control frames, answered by
-    /// tungstenite), or the end of the connection.
+    /// The peer's next message: a data frame, anything else (control frames: a ping is
+    /// answered), or the end of the connection (the peer's close frame is answered first,
+    /// unless this side's went out before it).
     pub(crate) fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Read> {
-        match Pin::new(&mut self.ws).poll_next(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(None) => Poll::Ready(Read::End(match self.peer_close.take() {
-                Some(frame) => End::PeerClosed(frame),
-                None => End::Lost("connection closed".into()),
-            })),
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Read::End(read_error(e))),
-            Poll::Ready(Some(Ok(msg))) => {
-                self.timers.heard();
-                if let Message::Close(frame) = &msg {
-                    // Keep reading: the stream ends once tungstenite has sent its answer.
-                    self.peer_close = Some(frame.as_ref().map(|f| (u16::from(f.code), f.reason.to_string())));
-                    return Poll::Ready(Read::Other);
+        let incoming = match self.reader.poll_next(self.ws.get_mut(), cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(broken)) => return Poll::Ready(Read::End(end_of(broken))),
+            Poll::Ready(Ok(incoming)) => incoming,
+        };
+        self.timers.heard();
+        Poll::Ready(match incoming {
+            Incoming::Data(frame_type, bytes) => Read::Data(frame_type, bytes),
+            Incoming::Ping(payload) => {
+                if !self.outbox.close_sent {
+                    self.outbox.queue.push_front(Message::Pong(payload));
                 }
-                Poll::Ready(match data_of(msg) {
-                    Some((frame_type, bytes)) => Read::Data(frame_type, bytes),
-                    None => Read::Other,
-                })
+                Read::Other
             }
-        }
+            Incoming::Pong => Read::Other,
+            Incoming::Close(frame) => {
+                if !self.outbox.close_sent {
+                    // The answer echoes the code (RFC 6455 §5.5.1); nothing goes after it.
+                    let answer = frame.as_ref().map(|(code, _)| close_frame(*code, ""));
+                    self.outbox.queue.clear();
+                    self.outbox.queue.push_back(Message::Close(answer));
+                    self.poll_write(cx);
+                    self.poll_flush(cx);
+                }
+                Read::End(End::PeerClosed(frame))
+            }
+        })
     }
 
     /// Moves queued messages into the socket while it takes them; true if any moved.
@@ -257,10 +274,10 @@ impl Socket {
     /// sees a clean close), all within `grace`.
     pub(crate) async fn close(&mut self, code: u16, reason: &str, grace: Duration) {
         let frame = Message::Close(Some(close_frame(code, reason)));
-        let ws = &mut self.ws;
-        let exchange = async move {
-            if ws.send(frame).await.is_ok() {
-                while ws.next().await.is_some() {}
+        self.outbox.close_sent = true;
+        let exchange = async {
+            if self.ws.send(frame).await.is_ok() {
+                std::future::poll_fn(|cx| self.poll_read_to_end(cx)).await;
             }
         };
         if tokio::time::timeout(grace, exchange).await.is_err() {
@@ -271,6 +288,7 @@ impl Socket {
     /// Sends a close frame if the socket takes it within `grace`, and waits for nothing.
     pub(crate) async fn try_close(&mut self, code: u16, reason: &str, grace: Duration) {
         let frame = Message::Close(Some(close_frame(code, reason)));
+        self.outbox.close_sent = true;
         let _ = tokio::time::timeout(grace, self.ws.send(frame)).await;
     }
 
@@ -279,9 +297,9 @@ impl Socket {
     pub(crate) fn poll_read_to_end(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         self.poll_flush(cx);
         loop {
-            match Pin::new(&mut self.ws).poll_next(cx) {
-                Poll::Ready(None | Some(Err(_))) => return Poll::Ready(()),
-                Poll::Ready(Some(Ok(_))) => {}
+            match self.reader.poll_next(self.ws.get_mut(), cx) {
+                Poll::Ready(Err(_) | Ok(Incoming::Close(_))) => return Poll::Ready(()),
+                Poll::Ready(Ok(_)) => {}
                 Poll::Pending => return Poll::Pending,
             }
         }
@@ -295,20 +313,19 @@ pub(crate) enum Read {
     End(End),
 }
 
-fn read_error(e: tungstenite::Error) -> End {
-    use tungstenite::Error as WsError;
-    match e {
-        WsError::Capacity(c) => {
-            tracing::warn!(error = %c, "frame over the size limit");
-            End::Close(close::TOO_BIG, format!("frame too big: {c}"))
+fn end_of(broken: Broken) -> End {
+    match broken {
+        Broken::TooBig(why) => {
+            tracing::warn!(error = %why, "frame over the size limit");
+            End::Close(close::TOO_BIG, format!("frame too big: {why}"))
         }
-        WsError::Protocol(p) => {
-            tracing::debug!(error = %p, "websocket protocol error");
-            End::Close(close::PROTOCOL, p.to_string())
+        Broken::Protocol(code, why) => {
+            tracing::debug!(error = %why, "websocket protocol error");
+            End::Close(code, why)
         }
-        e => {
-            tracing::debug!(error = %e, "connection lost");
-            End::Lost(format!("connection lost: {e}"))
+        Broken::Lost(why) => {
+            tracing::debug!(error = %why, "connection lost");
+            End::Lost(why)
         }
     }
 }

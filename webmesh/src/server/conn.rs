@@ -94,7 +94,7 @@ fn connected(
     if let Some(hook) = &shared.on_connect {
         run_hook("on_connect", || hook(&conn));
     }
-    let socket = Socket::new(ws, shared.keepalive, shared.stalled_peer_timeout);
+    let socket = Socket::new(ws, true, shared.keepalive, shared.stalled_peer_timeout);
     let driver = super::driver::Driver::new(socket, conn.clone(), shared.clone());
     (conn, driver)
 }
@@ -127,7 +127,8 @@ async fn handshake(io: Io, peer: Option<SocketAddr>, full: bool, shared: &Arc<Sh
     // One bound for TLS and the upgrade together: a slow peer at either layer costs at most this.
     let handshake = tokio::time::timeout(shared.handshake_timeout, async {
         let (io, certs) = secure(io, shared).await?;
-        let (io, identity) = authenticate(io, peer, &certs, shared).await?;
+        let (mut io, identity) = authenticate(io, peer, &certs, shared).await?;
+        io.stop_after_headers();
         tokio_tungstenite::accept_hdr_async_with_config(io, callback, Some(config))
             .await
             .map(|ws| (ws, certs, identity))
