@@ -9,8 +9,6 @@ use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
-use tokio_tungstenite::tungstenite::protocol::Role;
-use tokio_tungstenite::WebSocketStream;
 use webmesh_codec::{
     parse_subprotocol, subprotocol, AnyCodec, Compression, Frame, FrameEncoder, Framing, Limits,
 };
@@ -336,10 +334,9 @@ impl ClientBuilder {
             protocol: self.protocol,
             headers: self.headers,
             token: self.token,
-            limits: self.limits,
             connect_timeout: self.connect_timeout,
         };
-        let (ws, framing) = match stream {
+        let (io, framing) = match stream {
             Some(io) => dialer.upgrade(io).await?,
             None => dialer.dial().await?,
         };
@@ -355,7 +352,7 @@ impl ClientBuilder {
             reconnects: self.reconnect.is_some(),
             congested: std::sync::atomic::AtomicBool::new(false),
         });
-        let driver = driver::Driver::new(ws, shared.clone(), rx, dialer, self.keepalive, self.reconnect);
+        let driver = driver::Driver::new(io, shared.clone(), rx, dialer, self.keepalive, self.reconnect);
         tokio::spawn(driver.run(state_tx));
         tracing::debug!(
             url,
@@ -506,13 +503,12 @@ pub(super) struct Dialer {
     protocol: Protocol,
     headers: Vec<(String, String)>,
     token: Option<Token>,
-    limits: Limits,
     connect_timeout: Duration,
 }
 
 impl Dialer {
     /// TCP connect and WebSocket upgrade, within the connect timeout.
-    pub(super) async fn dial(&self) -> Result<(WebSocketStream<Io>, Framing)> {
+    pub(super) async fn dial(&self) -> Result<(Io, Framing)> {
         let after = self.connect_timeout;
         tokio::time::timeout(after, self.dial_inner())
             .await
@@ -522,7 +518,7 @@ impl Dialer {
             })?
     }
 
-    async fn dial_inner(&self) -> Result<(WebSocketStream<Io>, Framing)> {
+    async fn dial_inner(&self) -> Result<(Io, Framing)> {
         let tcp = TcpStream::connect((self.parsed.host.as_str(), self.parsed.port))
             .await
             .map_err(|source| Error::Connect {
@@ -551,7 +547,7 @@ impl Dialer {
     }
 
     /// The WebSocket upgrade on an open stream, and the framing the server took.
-    async fn upgrade(&self, mut io: Io) -> Result<(WebSocketStream<Io>, Framing)> {
+    async fn upgrade(&self, mut io: Io) -> Result<(Io, Framing)> {
         let offered: Vec<String> = match self.protocol {
             Protocol::Legacy => Vec::new(),
             Protocol::Auto | Protocol::V1 => vec![subprotocol(&self.codec)],
@@ -583,11 +579,10 @@ impl Dialer {
             }
             (None, _) => Framing::Legacy,
         };
-        let config = conn::ws_config(&self.limits);
-        // What came after the server's answer is the first frames': left to the frame reader.
+        // What came after the server's answer is the start of its first frames: they are
+        // read again, by the socket's frame reader.
         io.unread(&up.leftover);
-        let ws = WebSocketStream::from_raw_socket(io, Role::Client, Some(config)).await;
-        Ok((ws, framing))
+        Ok((io, framing))
     }
 }
 

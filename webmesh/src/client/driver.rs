@@ -17,7 +17,6 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
 use webmesh_codec::{code, decode_frame, Frame, FrameEncoder, FrameType, Kind};
 
 use super::builder::{Dialer, Reconnect};
@@ -116,7 +115,7 @@ struct Calling {
 
 impl Driver {
     pub(super) fn new(
-        ws: WebSocketStream<Io>,
+        io: Io,
         shared: Arc<Shared>,
         rx: mpsc::Receiver<Command>,
         dialer: Dialer,
@@ -124,7 +123,7 @@ impl Driver {
         reconnect: Option<Reconnect>,
     ) -> Self {
         Driver {
-            socket: Socket::new(ws, false, keepalive, None),
+            socket: Socket::new(io, false, shared.limits.max_frame_size, keepalive, None),
             calling: Calling {
                 shared,
                 rx,
@@ -190,8 +189,9 @@ impl Driver {
             });
             self.fail_pending(kind, &reason);
             match self.reconnect_loop(&state, policy, &mut attempt, reason).await {
-                Some(ws) => {
-                    self.socket = Socket::new(ws, false, self.keepalive, None);
+                Some(io) => {
+                    let max = self.calling.shared.limits.max_frame_size;
+                    self.socket = Socket::new(io, false, max, self.keepalive, None);
                     self.calling.resubscribe(&mut self.socket.outbox);
                     state.send_replace(ConnectionState::Connected);
                     tracing::info!(url = %self.dialer.url, "reconnected");
@@ -224,7 +224,7 @@ impl Driver {
         policy: Reconnect,
         attempt: &mut u32,
         reason: String,
-    ) -> Option<WebSocketStream<Io>> {
+    ) -> Option<Io> {
         loop {
             *attempt += 1;
             if policy.max_attempts.is_some_and(|max| *attempt > max) {
@@ -261,8 +261,8 @@ impl Driver {
                     self.finish(state, CloseKind::Local, "client closed".into());
                     return None;
                 }
-                Some(Ok((ws, framing))) if framing == self.calling.shared.encoder.framing() => {
-                    return Some(ws)
+                Some(Ok((io, framing))) if framing == self.calling.shared.encoder.framing() => {
+                    return Some(io)
                 }
                 Some(Ok((_, framing))) => {
                     tracing::warn!(

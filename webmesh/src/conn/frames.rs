@@ -242,8 +242,9 @@ fn parse(bytes: &[u8], server: bool, max_frame: usize) -> Result<Option<(Header,
     )))
 }
 
-/// XORs `bytes` with the 4-byte `mask`, eight bytes at a time.
-fn unmask(bytes: &mut [u8], mask: [u8; 4]) {
+/// XORs `bytes` with the 4-byte `mask`, eight bytes at a time (masking and unmasking are the
+/// same).
+pub(crate) fn unmask(bytes: &mut [u8], mask: [u8; 4]) {
     let [a, b, c, d] = mask;
     let wide = u64::from_ne_bytes([a, b, c, d, a, b, c, d]);
     let mut words = bytes.chunks_exact_mut(8);

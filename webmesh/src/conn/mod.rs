@@ -24,9 +24,9 @@ pub(crate) use timers::{Liveness, Timers};
 
 use bytes::Bytes;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
-use webmesh_codec::{Limits, WireMessage};
+use webmesh_codec::WireMessage;
 
 /// Close codes webmesh sends (RFC 6455 §7.4.1).
 #[cfg_attr(not(feature = "server"), allow(dead_code))] // clients send only NORMAL
@@ -55,18 +55,12 @@ pub(crate) fn to_message(m: WireMessage) -> Message {
     }
 }
 
-/// The WebSocket settings for `limits`. The [`FrameReader`] takes its limits from them: a frame
-/// or message over `max_frame_size` is refused from its header, before it is buffered.
-pub(crate) fn ws_config(limits: &Limits) -> WebSocketConfig {
-    WebSocketConfig::default()
-        // tungstenite keeps a read buffer of this size for the connection's life (128 KiB by
-        // default); it never reads here (the `FrameReader` does), so it needs none.
-        .read_buffer_size(0)
-        .max_message_size(Some(limits.max_frame_size))
-        .max_frame_size(Some(limits.max_frame_size))
-        // Bounded: a peer that stops reading fills this and then the outbound queue, and is then
-        // disconnected, instead of growing memory.
-        .max_write_buffer_size(limits.max_frame_size.saturating_mul(2).max(1 << 20))
+/// The settings tungstenite's server handshake builds its WebSocket with. Only the handshake is
+/// tungstenite's (the frames are read by the [`FrameReader`] and written from the [`Outbox`]), so
+/// the WebSocket it returns is taken apart at once and gets no read buffer.
+#[cfg(feature = "server")]
+pub(crate) fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(0)
 }
 
 pub(crate) fn close_frame(code: u16, reason: &str) -> CloseFrame {

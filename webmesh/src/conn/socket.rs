@@ -10,9 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::SinkExt;
-use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
 use webmesh_codec::FrameType;
 
 use super::frames::{Broken, Incoming};
@@ -73,11 +71,10 @@ pub(crate) trait Role {
     }
 }
 
-/// A WebSocket over any stream, with its outbox and timers. tungstenite writes its frames; the
-/// peer's are read by a [`FrameReader`] from the stream under it (tungstenite never reads: its
-/// handshake left nothing in its buffer, see [`Io::stop_after_headers`]).
+/// A WebSocket over any stream, past its handshake: the peer's frames read by a [`FrameReader`],
+/// this side's written from the [`Outbox`], and the liveness timers.
 pub(crate) struct Socket {
-    ws: WebSocketStream<Io>,
+    io: Io,
     reader: FrameReader,
     pub(crate) outbox: Outbox,
     timers: Timers,
@@ -85,23 +82,19 @@ pub(crate) struct Socket {
 }
 
 impl Socket {
-    /// `server`: this side is the server (the peer's frames are masked).
+    /// `server`: this side is the server (the peer's frames are masked, its own are not).
+    /// `max_size`: the largest frame, and message, read from the peer.
     pub(crate) fn new(
-        ws: WebSocketStream<Io>,
+        io: Io,
         server: bool,
+        max_size: usize,
         keepalive: Option<Keepalive>,
         stall_after: Option<Duration>,
     ) -> Self {
-        let config = ws.get_config();
-        let reader = FrameReader::new(
-            server,
-            config.max_frame_size.unwrap_or(usize::MAX),
-            config.max_message_size.unwrap_or(usize::MAX),
-        );
         Socket {
-            ws,
-            reader,
-            outbox: Outbox::default(),
+            io,
+            reader: FrameReader::new(server, max_size, max_size),
+            outbox: Outbox::new(!server),
             timers: Timers::new(keepalive, stall_after),
             write_failed: None,
         }
@@ -193,7 +186,7 @@ impl Socket {
     /// answered), or the end of the connection (the peer's close frame is answered first,
     /// unless this side's went out before it).
     pub(crate) fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Read> {
-        let incoming = match self.reader.poll_next(self.ws.get_mut(), cx) {
+        let incoming = match self.reader.poll_next(&mut self.io, cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Err(broken)) => return Poll::Ready(Read::End(end_of(broken))),
             Poll::Ready(Ok(incoming)) => incoming,
@@ -227,7 +220,7 @@ impl Socket {
         if self.write_failed.is_some() {
             return false;
         }
-        match self.outbox.poll_write(&mut self.ws, cx) {
+        match self.outbox.poll_write(&mut self.io, cx) {
             Ok(true) => {
                 self.timers.unblocked();
                 true
@@ -243,7 +236,7 @@ impl Socket {
     /// Flushes what was written, if anything.
     pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) {
         if self.outbox.unflushed() && self.write_failed.is_none() {
-            match self.outbox.poll_flush(&mut self.ws, cx) {
+            match self.outbox.poll_flush(&mut self.io, cx) {
                 Ok(true) => self.timers.unblocked(),
                 Ok(false) => {}
                 Err(e) => self.fail_write(e),
@@ -251,7 +244,7 @@ impl Socket {
         }
     }
 
-    fn fail_write(&mut self, e: tungstenite::Error) {
+    fn fail_write(&mut self, e: std::io::Error) {
         self.outbox.queue.clear();
         self.write_failed = Some(format!("connection lost: {e}"));
     }
@@ -273,10 +266,8 @@ impl Socket {
     /// Sends a close frame and waits for the peer's answer (which ends the stream, so the peer
     /// sees a clean close), all within `grace`.
     pub(crate) async fn close(&mut self, code: u16, reason: &str, grace: Duration) {
-        let frame = Message::Close(Some(close_frame(code, reason)));
-        self.outbox.close_sent = true;
         let exchange = async {
-            if self.ws.send(frame).await.is_ok() {
+            if self.send_close(code, reason).await {
                 std::future::poll_fn(|cx| self.poll_read_to_end(cx)).await;
             }
         };
@@ -287,9 +278,28 @@ impl Socket {
 
     /// Sends a close frame if the socket takes it within `grace`, and waits for nothing.
     pub(crate) async fn try_close(&mut self, code: u16, reason: &str, grace: Duration) {
-        let frame = Message::Close(Some(close_frame(code, reason)));
-        self.outbox.close_sent = true;
-        let _ = tokio::time::timeout(grace, self.ws.send(frame)).await;
+        let _ = tokio::time::timeout(grace, self.send_close(code, reason)).await;
+    }
+
+    /// Queues a close frame after what waits (after what was already encoded only, when writing
+    /// was abandoned) and writes everything out: false if writing failed.
+    async fn send_close(&mut self, code: u16, reason: &str) -> bool {
+        if self.write_failed.is_some() {
+            self.outbox.queue.clear();
+        }
+        self.outbox
+            .queue
+            .push_back(Message::Close(Some(close_frame(code, reason))));
+        let Socket { io, outbox, .. } = self;
+        std::future::poll_fn(|cx| {
+            let written = outbox.poll_write(io, cx).and_then(|_| outbox.poll_flush(io, cx));
+            match written {
+                Err(_) => Poll::Ready(false),
+                Ok(true) if outbox.queue.is_empty() => Poll::Ready(true),
+                Ok(_) => Poll::Pending,
+            }
+        })
+        .await
     }
 
     /// After this side's close frame: reads (and drops) until the peer's close answer ends the
@@ -297,7 +307,7 @@ impl Socket {
     pub(crate) fn poll_read_to_end(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         self.poll_flush(cx);
         loop {
-            match self.reader.poll_next(self.ws.get_mut(), cx) {
+            match self.reader.poll_next(&mut self.io, cx) {
                 Poll::Ready(Err(_) | Ok(Incoming::Close(_))) => return Poll::Ready(()),
                 Poll::Ready(Ok(_)) => {}
                 Poll::Pending => return Poll::Pending,

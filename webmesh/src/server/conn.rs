@@ -67,7 +67,7 @@ fn connected(
     shared: &Arc<Shared>,
 ) -> (Connection, super::driver::Driver) {
     let Handshaken {
-        ws,
+        io,
         neg,
         peer_certificates,
         identity,
@@ -94,14 +94,16 @@ fn connected(
     if let Some(hook) = &shared.on_connect {
         run_hook("on_connect", || hook(&conn));
     }
-    let socket = Socket::new(ws, true, shared.keepalive, shared.stalled_peer_timeout);
+    let max = shared.limits.max_frame_size;
+    let socket = Socket::new(io, true, max, shared.keepalive, shared.stalled_peer_timeout);
     let driver = super::driver::Driver::new(socket, conn.clone(), shared.clone());
     (conn, driver)
 }
 
 /// A connection past its WebSocket handshake.
 struct Handshaken {
-    ws: tokio_tungstenite::WebSocketStream<Io>,
+    /// The stream, past the handshake (tungstenite's WebSocket, which did it, holds nothing).
+    io: Io,
     neg: Negotiated,
     peer_certificates: Option<Vec<Vec<u8>>>,
     identity: Option<super::auth::Identity>,
@@ -123,7 +125,7 @@ async fn handshake(io: Io, peer: Option<SocketAddr>, full: bool, shared: &Arc<Sh
         }
         negotiate(req, resp, &codecs, &slot)
     };
-    let config = conn::ws_config(&shared.limits);
+    let config = conn::ws_config();
     // One bound for TLS and the upgrade together: a slow peer at either layer costs at most this.
     let handshake = tokio::time::timeout(shared.handshake_timeout, async {
         let (io, certs) = secure(io, shared).await?;
@@ -131,11 +133,11 @@ async fn handshake(io: Io, peer: Option<SocketAddr>, full: bool, shared: &Arc<Sh
         io.stop_after_headers();
         tokio_tungstenite::accept_hdr_async_with_config(io, callback, Some(config))
             .await
-            .map(|ws| (ws, certs, identity))
+            .map(|ws| (ws.into_inner(), certs, identity))
             .map_err(|e| Refusal::Debug(format!("websocket handshake failed: {e}")))
     });
     let mut shutdown = shared.lifecycle.subscribe();
-    let (ws, peer_certificates, identity) = tokio::select! {
+    let (io, peer_certificates, identity) = tokio::select! {
         done = handshake => match done {
             Ok(Ok(accepted)) => accepted,
             Ok(Err(Refusal::Debug(why))) => {
@@ -162,7 +164,7 @@ async fn handshake(io: Io, peer: Option<SocketAddr>, full: bool, shared: &Arc<Sh
     };
     let neg = negotiated.lock().unwrap_or_else(|p| p.into_inner()).take()?;
     Some(Handshaken {
-        ws,
+        io,
         neg,
         peer_certificates,
         identity,
