@@ -22,11 +22,14 @@ pub(crate) enum Incoming {
     Data(FrameType, Bytes),
     /// A ping, with its payload (the pong answers with it).
     Ping(Bytes),
-    /// A pong.
-    Pong,
+    /// A pong, with its payload.
+    Pong(Bytes),
     /// A close frame: the code and reason, if it had them.
     Close(Option<(u16, String)>),
 }
+
+/// A large frame's buffer is allocated at most this much ahead of the bytes that arrived.
+const GROW_BY: usize = 1 << 20;
 
 /// Why the peer's frames cannot be read any more.
 #[derive(Debug, PartialEq)]
@@ -84,6 +87,7 @@ impl FrameReader {
             if let Some((header, payload)) = &mut self.reading {
                 while payload.len() < header.len {
                     let want = header.len - payload.len();
+                    payload.reserve(want.min(GROW_BY));
                     match ready!(io.poll_read_into(cx, payload, want)) {
                         Ok(0) => return Poll::Ready(Err(ended())),
                         Ok(_) => {}
@@ -110,7 +114,8 @@ impl FrameReader {
                 Ok(Some((header, at))) if header.len >= CHUNK => {
                     // Large and not all here: the rest goes straight into its own buffer.
                     io.consume(at);
-                    let mut payload = BytesMut::with_capacity(header.len);
+                    // Sized as announced, up to a point: a header costs a peer 14 bytes.
+                    let mut payload = BytesMut::with_capacity(header.len.min(GROW_BY));
                     let have = io.buffered().len();
                     payload.extend_from_slice(io.buffered());
                     io.consume(have);
@@ -167,7 +172,7 @@ impl FrameReader {
             }
             OP_CLOSE => close_of(&payload).map(|c| Some(Incoming::Close(c))),
             OP_PING => Ok(Some(Incoming::Ping(payload.freeze()))),
-            _ => Ok(Some(Incoming::Pong)), // the only opcode left that `parse` lets through
+            _ => Ok(Some(Incoming::Pong(payload.freeze()))), // the only opcode `parse` leaves
         }
     }
 }
@@ -382,7 +387,7 @@ mod tests {
             Incoming::Ping(Bytes::from_static(b"are you there")),
             Incoming::Data(FrameType::Text, Bytes::from_static(b"fragmented")),
             binary(&large),
-            Incoming::Pong,
+            Incoming::Pong(Bytes::new()),
             Incoming::Close(Some((1000, "bye".into()))),
         ];
         for step in [1, 3, 7, 1000, 65_536, usize::MAX] {
@@ -498,6 +503,19 @@ mod tests {
                 let (_, got) = read_all(bytes.clone(), step, 1024).await;
                 assert_eq!(got, want, "{bytes:x?}");
             }
+        }
+        // A large frame cut short (read straight into its own buffer), and one larger than
+        // that buffer's first allocation, read whole.
+        let large = frame(true, OP_BINARY, &[5; 5000], KEY);
+        let (_, got) = read_all(large[..3000].to_vec(), usize::MAX, 1 << 22).await;
+        assert_eq!(
+            got,
+            Broken::Lost("connection lost: the stream ended inside a frame".into())
+        );
+        let huge: Vec<u8> = (0..GROW_BY * 3 / 2).map(|i| (i % 253) as u8).collect();
+        for step in [65_536, usize::MAX] {
+            let (got, _) = read_all(frame(true, OP_BINARY, &huge, KEY), step, 1 << 22).await;
+            assert_eq!(got, [binary(&huge)], "{step}");
         }
         // A frame announcing more than the limit is refused from its header, before its
         // payload (here never sent) or even its mask key.

@@ -52,8 +52,11 @@ pub(crate) struct Outbox {
     encoded: usize,
     /// Written and not flushed (TLS keeps records until a flush).
     unflushed: bool,
-    /// A close frame was encoded: nothing may follow it.
+    /// A close frame was encoded: nothing follows it (what is queued after it is dropped).
     pub(crate) close_sent: bool,
+    /// The answer to the peer's last ping, written before the queue (RFC 6455 §5.5.3: only
+    /// the last ping needs one, so a peer that pings and does not read grows nothing).
+    pong: Option<Bytes>,
 }
 
 enum Piece {
@@ -81,18 +84,29 @@ impl Outbox {
             encoded: 0,
             unflushed: false,
             close_sent: false,
+            pong: None,
+        }
+    }
+
+    /// Answers the peer's ping (the pong replaces any still unsent; none after a close frame).
+    pub(crate) fn pong(&mut self, payload: Bytes) {
+        if !self.close_sent {
+            self.pong = Some(payload);
         }
     }
 
     /// True when something was taken from the queue and is not written and flushed yet.
     pub(crate) fn unflushed(&self) -> bool {
-        self.encoded > 0 || self.unflushed
+        self.encoded > 0 || self.unflushed || self.pong.is_some()
     }
 
     /// Encodes queued messages while fewer than [`ENCODED_HIGH`] bytes wait, writing them
     /// out when that many do; true if any message was taken from the queue.
     pub(crate) fn poll_write(&mut self, io: &mut Io, cx: &mut Context<'_>) -> io::Result<bool> {
         let mut took = false;
+        if let Some(payload) = self.pong.take() {
+            self.encode(Message::Pong(payload))?;
+        }
         while let Some(next) = self.queue.front() {
             // (A close frame is taken whatever waits: it is small, and the last.)
             let close = matches!(next, Message::Close(_));
@@ -108,6 +122,9 @@ impl Outbox {
 
     /// Writes and flushes what was encoded; true once nothing waits.
     pub(crate) fn poll_flush(&mut self, io: &mut Io, cx: &mut Context<'_>) -> io::Result<bool> {
+        if let Some(payload) = self.pong.take() {
+            self.encode(Message::Pong(payload))?;
+        }
         if self.poll_write_out(io, cx)?.is_pending() {
             return Ok(false);
         }
@@ -143,7 +160,9 @@ impl Outbox {
             Message::Frame(_) => return Err(io::Error::other("a raw frame cannot be sent")),
         };
         if self.close_sent && opcode != 0x8 {
-            return Err(io::Error::other("nothing may be sent after the close frame"));
+            // Nothing follows a close frame (RFC 6455 §5.5.1): answers of handlers still running,
+            // a CANCEL, a keepalive ping are dropped.
+            return Ok(());
         }
         let mask = self.client.then(rand::random::<[u8; 4]>);
         let len = payload.len();
@@ -336,7 +355,7 @@ mod tests {
         want.push(Incoming::Data(FrameType::Binary, shared.clone()));
         want.push(Incoming::Data(FrameType::Text, Bytes::from("héllo")));
         want.push(Incoming::Ping(Bytes::from_static(b"ping")));
-        want.push(Incoming::Pong);
+        want.push(Incoming::Pong(Bytes::from_static(b"pong")));
         want.push(Incoming::Close(Some((1001, "bye".into()))));
         for client in [true, false] {
             // A pipe that takes everything, and one that takes 1,000 bytes at a time.
@@ -353,19 +372,50 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn nothing_goes_after_a_close_frame() {
-        let (near, _far) = tokio::io::duplex(1 << 16);
+    async fn nothing_goes_after_a_close_frame_and_only_the_last_ping_is_answered() {
+        let (near, far) = tokio::io::duplex(1 << 16);
         let mut io = Io::new(near);
-        let mut outbox = Outbox::new(true);
-        outbox.queue.push_back(Message::Close(None));
+        let mut outbox = Outbox::new(false);
+        outbox.pong(Bytes::from_static(b"first"));
+        outbox.pong(Bytes::from_static(b"second"));
+        outbox
+            .queue
+            .push_back(Message::Binary(Bytes::from_static(b"early")));
         outbox.queue.push_back(Message::Close(None));
         outbox
             .queue
             .push_back(Message::Binary(Bytes::from_static(b"late")));
-        let err = std::future::poll_fn(|cx| Poll::Ready(outbox.poll_write(&mut io, cx)))
-            .await
-            .unwrap_err();
-        assert!(err.to_string().contains("after the close frame"), "{err}");
-        assert!(outbox.close_sent);
+        outbox.queue.push_back(Message::Close(None));
+        std::future::poll_fn(|cx| {
+            outbox.poll_write(&mut io, cx).unwrap();
+            assert!(outbox.poll_flush(&mut io, cx).unwrap());
+            outbox.pong(Bytes::from_static(b"after the close"));
+            assert!(outbox.poll_flush(&mut io, cx).unwrap());
+            Poll::Ready(())
+        })
+        .await;
+        assert!(outbox.queue.is_empty() && outbox.close_sent);
+        drop(io);
+        let mut far = Io::new(far);
+        let mut reader = FrameReader::new(false, 1 << 20, 1 << 20);
+        let mut got = Vec::new();
+        let end = loop {
+            match std::future::poll_fn(|cx| reader.poll_next(&mut far, cx)).await {
+                Ok(m) => got.push(m),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(
+            got,
+            [
+                Incoming::Pong(Bytes::from_static(b"second")),
+                Incoming::Data(FrameType::Binary, Bytes::from_static(b"early")),
+                Incoming::Close(None),
+            ]
+        );
+        assert_eq!(
+            end,
+            super::super::frames::Broken::Lost("connection closed".into())
+        );
     }
 }

@@ -79,6 +79,11 @@ pub(crate) struct Socket {
     pub(crate) outbox: Outbox,
     timers: Timers,
     write_failed: Option<String>,
+    /// Writing stopped on purpose ([`abandon_writes`](Self::abandon_writes)), not on an error:
+    /// a close frame may still follow what was encoded.
+    abandoned: bool,
+    /// The peer's close frame was read: the stream has nothing more.
+    peer_closed: bool,
 }
 
 impl Socket {
@@ -97,6 +102,8 @@ impl Socket {
             outbox: Outbox::new(!server),
             timers: Timers::new(keepalive, stall_after),
             write_failed: None,
+            abandoned: false,
+            peer_closed: false,
         }
     }
 
@@ -111,7 +118,10 @@ impl Socket {
         let mut read_since_flush = 0;
         loop {
             match self.timers.poll(cx) {
-                Poll::Ready(Liveness::Ping) => self.outbox.queue.push_front(Message::Ping(Bytes::new())),
+                Poll::Ready(Liveness::Ping) if !self.outbox.close_sent => {
+                    self.outbox.queue.push_front(Message::Ping(Bytes::new()))
+                }
+                Poll::Ready(Liveness::Ping) => {}
                 Poll::Ready(Liveness::Dead) => return Poll::Ready(End::Dead),
                 Poll::Ready(Liveness::Stalled) => {
                     tracing::warn!(
@@ -195,13 +205,12 @@ impl Socket {
         Poll::Ready(match incoming {
             Incoming::Data(frame_type, bytes) => Read::Data(frame_type, bytes),
             Incoming::Ping(payload) => {
-                if !self.outbox.close_sent {
-                    self.outbox.queue.push_front(Message::Pong(payload));
-                }
+                self.outbox.pong(payload);
                 Read::Other
             }
-            Incoming::Pong => Read::Other,
+            Incoming::Pong(_) => Read::Other,
             Incoming::Close(frame) => {
+                self.peer_closed = true;
                 if !self.outbox.close_sent {
                     // The answer echoes the code (RFC 6455 §5.5.1); nothing goes after it.
                     let answer = frame.as_ref().map(|(code, _)| close_frame(*code, ""));
@@ -260,6 +269,7 @@ impl Socket {
     pub(crate) fn abandon_writes(&mut self) {
         self.outbox.queue.clear();
         self.write_failed = Some("abandoned".into());
+        self.abandoned = true;
     }
 
     #[cfg_attr(not(feature = "server"), allow(dead_code))] // server drain and close
@@ -284,8 +294,10 @@ impl Socket {
     /// Queues a close frame after what waits (after what was already encoded only, when writing
     /// was abandoned) and writes everything out: false if writing failed.
     async fn send_close(&mut self, code: u16, reason: &str) -> bool {
-        if self.write_failed.is_some() {
-            self.outbox.queue.clear();
+        match (&self.write_failed, self.abandoned) {
+            (None, _) => {}
+            (Some(_), true) => self.outbox.queue.clear(),
+            (Some(_), false) => return false, // the stream failed: nothing more gets through
         }
         self.outbox
             .queue
@@ -306,9 +318,16 @@ impl Socket {
     /// stream.
     pub(crate) fn poll_read_to_end(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         self.poll_flush(cx);
+        if self.peer_closed {
+            return Poll::Ready(());
+        }
         loop {
             match self.reader.poll_next(&mut self.io, cx) {
-                Poll::Ready(Err(_) | Ok(Incoming::Close(_))) => return Poll::Ready(()),
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Ready(Ok(Incoming::Close(_))) => {
+                    self.peer_closed = true;
+                    return Poll::Ready(());
+                }
                 Poll::Ready(Ok(_)) => {}
                 Poll::Pending => return Poll::Pending,
             }

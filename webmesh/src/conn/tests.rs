@@ -177,3 +177,77 @@ async fn shutdown_answers_the_call_in_flight_then_closes_with_1001() {
     assert_eq!(close_code(&mut ws).await, Some(1001));
     stopping.await.unwrap();
 }
+
+#[tokio::test]
+async fn pings_are_answered_with_their_payload_and_a_peers_close_with_its_code() {
+    let handle = server(Server::builder().on("/add", |(a, b): (i64, i64)| async move { a + b })).await;
+    let mut ws = raw(served(&handle, 64 * 1024), Some(V1)).await;
+    ws.send(Message::Ping(b"are you there".to_vec().into()))
+        .await
+        .unwrap();
+    match ws.next().await {
+        Some(Ok(Message::Pong(p))) => assert_eq!(&p[..], b"are you there"),
+        other => panic!("expected the pong, got {other:?}"),
+    }
+    ws.send(Message::Close(Some(
+        tokio_tungstenite::tungstenite::protocol::CloseFrame {
+            code: 4000.into(),
+            reason: "done here".into(),
+        },
+    )))
+    .await
+    .unwrap();
+    assert_eq!(close_code(&mut ws).await, Some(4000), "the close is echoed");
+    // tungstenite saw a whole close handshake: its stream ends cleanly.
+    assert!(ws.next().await.is_none());
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_frame_sent_with_the_upgrade_request_is_read_after_the_handshake() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let handle = server(Server::builder().on("/add", |(a, b): (i64, i64)| async move { a + b })).await;
+    let mut io = served(&handle, 64 * 1024);
+    // The request and the first frame (a CALL, masked) in one write.
+    let mut bytes = format!(
+        "GET / HTTP/1.1\r\nHost: mem\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Protocol: {V1}\r\n\r\n"
+    )
+    .into_bytes();
+    let Message::Binary(payload) = call(9, "/add", &(40, 2)) else {
+        unreachable!()
+    };
+    let key = [1, 2, 3, 4];
+    bytes.extend_from_slice(&[0x82, 0x80 | payload.len() as u8]);
+    bytes.extend_from_slice(&key);
+    bytes.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    io.write_all(&bytes).await.unwrap();
+    // The answer to the upgrade, then the reply frame (unmasked, short).
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(io.read_u8().await.unwrap());
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    let (first, len) = (io.read_u8().await.unwrap(), io.read_u8().await.unwrap());
+    assert_eq!(first, 0x82);
+    let mut reply = vec![0; usize::from(len)];
+    io.read_exact(&mut reply).await.unwrap();
+    let f = decode_frame(
+        Framing::V1,
+        &AnyCodec::MSGPACK,
+        &Limits::default(),
+        FrameType::Binary,
+        reply.into(),
+    )
+    .unwrap();
+    assert_eq!(
+        (f.kind(), f.id(), f.decode::<i64>().unwrap()),
+        (Kind::Reply, 9, 42)
+    );
+    handle.shutdown().await;
+}
