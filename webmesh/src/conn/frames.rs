@@ -535,4 +535,55 @@ mod tests {
             assert_eq!(bytes, plain, "{len}");
         }
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Whatever bytes a peer sends, in whatever pieces, reading ends in a defined way
+        /// (frames, then a refusal or the end of the stream) and never panics or hangs.
+        #[test]
+        fn any_bytes_end_in_frames_or_a_defined_refusal(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..3_000),
+            header in proptest::option::of((0u8..16, proptest::bool::ANY, 0usize..300)),
+            step in 1usize..600,
+            server: bool,
+        ) {
+            // Random bytes rarely make a frame: half the cases start with a plausible header.
+            let mut input = Vec::new();
+            if let Some((opcode, fin, len)) = header {
+                let mask = server.then_some([9, 8, 7, 6]);
+                input = frame(fin, opcode, &bytes[..len.min(bytes.len())], mask);
+            }
+            input.extend_from_slice(&bytes);
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let (near, mut far) = tokio::io::duplex(1 << 16);
+            let (_, end) = rt.block_on(async move {
+                tokio::spawn(async move {
+                    for piece in input.chunks(step) {
+                        far.write_all(piece).await.unwrap();
+                    }
+                });
+                let mut io = Io::new(near);
+                let mut reader = FrameReader::new(server, 1024, 2048);
+                let mut got = Vec::new();
+                let read = async {
+                    loop {
+                        match std::future::poll_fn(|cx| reader.poll_next(&mut io, cx)).await {
+                            Ok(m) => got.push(m),
+                            Err(b) => return b,
+                        }
+                    }
+                };
+                let end = tokio::time::timeout(std::time::Duration::from_secs(10), read)
+                    .await
+                    .expect("reading ends with the stream");
+                (got, end)
+            });
+            let defined = match &end {
+                Broken::Protocol(code, _) => [super::super::close::PROTOCOL, INVALID_DATA].contains(code),
+                Broken::TooBig(_) | Broken::Lost(_) => true,
+            };
+            proptest::prop_assert!(defined, "{end:?}");
+        }
+    }
 }

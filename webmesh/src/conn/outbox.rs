@@ -418,4 +418,45 @@ mod tests {
             super::super::frames::Broken::Lost("connection closed".into())
         );
     }
+
+    /// One message of a generated sequence: its kind, length and a seed for its bytes.
+    fn generated(kind: u8, len: usize, seed: u8) -> (Message, Incoming) {
+        let bytes: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect();
+        match kind % 4 {
+            0 | 1 => (
+                Message::Binary(bytes.clone().into()),
+                Incoming::Data(FrameType::Binary, bytes.into()),
+            ),
+            2 => {
+                let text: String = bytes.iter().map(|b| char::from(b'a' + b % 26)).collect();
+                (
+                    Message::Text(text.clone().into()),
+                    Incoming::Data(FrameType::Text, text.into()),
+                )
+            }
+            _ => {
+                let short = bytes[..len.min(125)].to_vec();
+                (Message::Ping(short.clone().into()), Incoming::Ping(short.into()))
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+        /// Any sequence of messages, written by either side through a pipe of any size, reads
+        /// back whole and in order on the other.
+        #[test]
+        fn any_messages_through_any_pipe_read_back_in_order(
+            messages in proptest::collection::vec((0u8..4, 0usize..20_000, proptest::num::u8::ANY), 0..12),
+            client: bool,
+            pipe in 1usize..50_000,
+        ) {
+            let (send, want): (Vec<Message>, Vec<Incoming>) =
+                messages.iter().map(|&(k, len, seed)| generated(k, len, seed)).unzip();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let got = rt.block_on(round_trip(client, pipe, send));
+            proptest::prop_assert_eq!(got, want);
+        }
+    }
 }
