@@ -176,7 +176,8 @@ pub(crate) enum Conn {
 /// Pre-encoded payloads for the raw echo, which sends bytes and gets them back.
 pub(crate) struct RawPayloads {
     pub(crate) small: Bytes,
-    pub(crate) large: Bytes,
+    pub(crate) logs: Bytes,
+    pub(crate) numbers: Bytes,
 }
 
 impl Conn {
@@ -268,10 +269,10 @@ impl Conn {
         }
     }
 
-    pub(crate) async fn large(&self, p: &Large, raw: &RawPayloads) -> Result<(), String> {
+    pub(crate) async fn large(&self, p: &Large, raw: &Bytes) -> Result<(), String> {
         match self {
-            Conn::Raw(c) => c.echo(raw.large.clone()).await.map(drop),
-            Conn::RawSplit(c) => c.echo(raw.large.clone()).await.map(drop),
+            Conn::Raw(c) => c.echo(raw.clone()).await.map(drop),
+            Conn::RawSplit(c) => c.echo(raw.clone()).await.map(drop),
             Conn::Webmesh(c) => echo_large::call(c, p.clone())
                 .await
                 .map(drop)

@@ -8,9 +8,10 @@
 //!
 //! Options: `--runs N` (default 3), `--secs S` per run (default 1.5), `--idle N` idle connections
 //! (default 10000), `--subscribers N` of the fan-out (default 1000), `--burst N` messages of its
-//! throughput phase (default 1000), `--large logs|numbers` (the large payload: compressible log
-//! records, the default, or pseudo-random numbers), `--no-python`,
-//! `--workload seq|1x64|16x16|large|idle|fanout|cluster` and
+//! throughput phase (default 1000), `--large logs|numbers` (only one of the two 64 KiB rows:
+//! compressible log records, or pseudo-random numbers; both by default), `--no-python`,
+//! `--workload seq|1x64|16x16|large|large-numbers|idle|fanout|cluster` (`large` takes both 64 KiB
+//! rows) and
 //! `--system raw|raw-split|webmesh|wss|json|legacy|jsonrpsee|tarpc|tonic` to run one cell, or
 //! a comma-separated list of them (for profiling and A/B runs; the cluster rows:
 //! `nats|local|forwarded|fanout-local|fanout-cross`).
@@ -55,7 +56,9 @@ struct Options {
     idle: usize,
     fanout_subscribers: usize,
     fanout_burst: u64,
-    large_numbers: bool,
+    /// `--large`: only the logs (`Some(false)`) or numbers (`Some(true)`) large row; both
+    /// by default.
+    large: Option<bool>,
     python: bool,
 }
 
@@ -78,7 +81,7 @@ fn parse_args() -> Result<Options, String> {
         idle: 10_000,
         fanout_subscribers: 1000,
         fanout_burst: 1000,
-        large_numbers: false,
+        large: None,
         python: true,
     };
     let mut args = std::env::args().skip(1);
@@ -98,9 +101,9 @@ fn parse_args() -> Result<Options, String> {
                 o.fanout_burst = value("--burst")?.parse().map_err(|e| format!("--burst: {e}"))?;
             }
             "--large" => {
-                o.large_numbers = match value("--large")?.as_str() {
-                    "logs" => false,
-                    "numbers" => true,
+                o.large = match value("--large")?.as_str() {
+                    "logs" => Some(false),
+                    "numbers" => Some(true),
                     other => return Err(format!("--large: logs or numbers, not {other:?}")),
                 };
             }
@@ -253,13 +256,23 @@ fn rust_server(kind: &str) -> Result<ServerProcess, String> {
 
 async fn orchestrate(o: &Options) -> Result<(), String> {
     let small = payload::small();
-    let large = payload::large(o.large_numbers);
+    let (logs, numbers) = (payload::large(false), payload::large(true));
+    let encoded = |v: &payload::Large| rmp_serde::to_vec_named(v).map_err(|e| e.to_string());
     let raw = RawPayloads {
         small: rmp_serde::to_vec_named(&small).map_err(|e| e.to_string())?.into(),
-        large: rmp_serde::to_vec_named(&large).map_err(|e| e.to_string())?.into(),
+        logs: encoded(&logs)?.into(),
+        numbers: encoded(&numbers)?.into(),
     };
-    let large_bytes = raw.large.len();
-    let inputs = Arc::new(Inputs { small, large, raw });
+    let large_sizes = report::LargeSizes {
+        logs: raw.logs.len(),
+        numbers: raw.numbers.len(),
+    };
+    let inputs = Arc::new(Inputs {
+        small,
+        logs,
+        numbers,
+        raw,
+    });
     let budget = Budget {
         duration: Duration::from_secs_f64(o.secs),
         max_ops: if o.quick { 200 } else { 50_000_000 },
@@ -270,6 +283,7 @@ async fn orchestrate(o: &Options) -> Result<(), String> {
         Workload::ONE_BY_64,
         Workload::SIXTEEN_BY_16,
         Workload::LARGE,
+        Workload::LARGE_NUMBERS,
         Workload::Idle { conns: o.idle },
     ];
     println!("# webmesh-rs benchmark");
@@ -281,15 +295,22 @@ async fn orchestrate(o: &Options) -> Result<(), String> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "Small payload: {{id: u64, name: 16 chars, values: 8 × u32}} ({} bytes of msgpack). Large payload: {} ({} bytes of msgpack).",
+        "Small payload: {{id: u64, name: 16 chars, values: 8 × u32}} ({} bytes of msgpack). Large payloads: {} ({} bytes of msgpack); {} ({} bytes).",
         inputs.raw.small.len(),
-        inputs.large.describe(),
-        large_bytes
+        inputs.logs.describe(),
+        large_sizes.logs,
+        inputs.numbers.describe(),
+        large_sizes.numbers,
     );
     let mut tables = Vec::new();
     for w in workloads {
         if o.workload.as_ref().is_some_and(|f| !w.key().contains(f.as_str())) {
             continue;
+        }
+        if let (Workload::Large { numbers, .. }, Some(only)) = (w, o.large) {
+            if numbers != only {
+                continue;
+            }
         }
         let mut rows = Vec::new();
         for system in System::ALL {
@@ -304,8 +325,9 @@ async fn orchestrate(o: &Options) -> Result<(), String> {
                     .map_err(|e| format!("{} / {}: {e}", w.title(), system.name()))?;
                 s.wire_per_op = match w {
                     Workload::Idle { .. } => None,
-                    Workload::Large { .. } => {
-                        Some(clients::wire_bytes(system, &inputs.large, &inputs.raw.large) as f64)
+                    Workload::Large { numbers, .. } => {
+                        let (p, raw) = inputs.large(numbers);
+                        Some(clients::wire_bytes(system, p, raw) as f64)
                     }
                     _ => Some(clients::wire_bytes(system, &inputs.small, &inputs.raw.small) as f64),
                 };
@@ -392,7 +414,7 @@ async fn orchestrate(o: &Options) -> Result<(), String> {
         }
     }
     for (w, rows) in &tables {
-        report::table(*w, rows, large_bytes, o.quick);
+        report::table(*w, rows, large_sizes, o.quick);
     }
     if !fanout_rows.is_empty() {
         fanout::report(sizes, &fanout_rows, o.quick);
@@ -401,7 +423,7 @@ async fn orchestrate(o: &Options) -> Result<(), String> {
         cluster::report(cluster_sizes, &cluster_rows, o.quick);
     }
     if !o.quick {
-        report::targets(&tables, large_bytes);
+        report::targets(&tables, large_sizes);
     }
     Ok(())
 }
@@ -424,7 +446,9 @@ fn python_reference(o: &Options, inputs: &Inputs) -> Result<Vec<(Workload, Vec<S
     let dir = std::env::temp_dir().join(format!("webmesh-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let data = dir.join("payloads.json");
-    let json = serde_json::json!({"small": inputs.small, "large": inputs.large});
+    // The Python reference runs one large payload: the logs, unless `--large numbers`.
+    let numbers = o.large == Some(true);
+    let json = serde_json::json!({"small": inputs.small, "large": inputs.large(numbers).0});
     std::fs::write(&data, serde_json::to_vec(&json).map_err(|e| e.to_string())?)
         .map_err(|e| e.to_string())?;
     let pydir = repo_root().join("tests/python");
@@ -495,5 +519,10 @@ fn python_reference(o: &Options, inputs: &Inputs) -> Result<Vec<(Workload, Vec<S
         });
     }
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(vec![(Workload::Sequential, seq), (Workload::LARGE, big)])
+    let large = if numbers {
+        Workload::LARGE_NUMBERS
+    } else {
+        Workload::LARGE
+    };
+    Ok(vec![(Workload::Sequential, seq), (large, big)])
 }

@@ -15,8 +15,12 @@ pub(crate) enum Workload {
     Sequential,
     /// Small calls, `conns` connections × `per_conn` calls in flight on each.
     InFlight { conns: usize, per_conn: usize },
-    /// 64 KiB calls, `conns` × `per_conn` in flight.
-    Large { conns: usize, per_conn: usize },
+    /// 64 KiB calls, `conns` × `per_conn` in flight: log records, or pseudo-random numbers.
+    Large {
+        conns: usize,
+        per_conn: usize,
+        numbers: bool,
+    },
     /// `conns` connections opened and left idle: server memory per connection.
     Idle { conns: usize },
 }
@@ -32,10 +36,18 @@ impl Workload {
         conns: 16,
         per_conn: 16,
     };
-    /// 64 KiB calls, one connection with 64 in flight.
+    /// 64 KiB calls of log records (compressible), one connection with 64 in flight.
     pub(crate) const LARGE: Workload = Workload::Large {
         conns: 1,
         per_conn: 64,
+        numbers: false,
+    };
+    /// 64 KiB calls of pseudo-random numbers (issue 11's payload), one connection with 64 in
+    /// flight.
+    pub(crate) const LARGE_NUMBERS: Workload = Workload::Large {
+        conns: 1,
+        per_conn: 64,
+        numbers: true,
     };
 
     /// A short name for `--workload`.
@@ -43,7 +55,8 @@ impl Workload {
         match self {
             Workload::Sequential => "seq".into(),
             Workload::InFlight { conns, per_conn } => format!("{conns}x{per_conn}"),
-            Workload::Large { .. } => "large".into(),
+            Workload::Large { numbers: false, .. } => "large".into(),
+            Workload::Large { numbers: true, .. } => "large-numbers".into(),
             Workload::Idle { .. } => "idle".into(),
         }
     }
@@ -54,7 +67,14 @@ impl Workload {
             Workload::InFlight { conns, per_conn } => {
                 format!("small calls, {conns} connection(s) × {per_conn} in flight")
             }
-            Workload::Large { conns, per_conn } => format!("64 KiB calls, {conns} × {per_conn} in flight"),
+            Workload::Large {
+                conns,
+                per_conn,
+                numbers,
+            } => {
+                let what = if numbers { "numbers" } else { "logs" };
+                format!("64 KiB calls ({what}), {conns} × {per_conn} in flight")
+            }
             Workload::Idle { conns } => format!("{conns} idle connections: server RSS"),
         }
     }
@@ -97,8 +117,20 @@ pub(crate) struct Budget {
 
 pub(crate) struct Inputs {
     pub(crate) small: Small,
-    pub(crate) large: Large,
+    /// The large payloads: log records, and pseudo-random numbers.
+    pub(crate) logs: Large,
+    pub(crate) numbers: Large,
     pub(crate) raw: RawPayloads,
+}
+
+impl Inputs {
+    /// A large payload, typed and as the raw echo sends it.
+    pub(crate) fn large(&self, numbers: bool) -> (&Large, &bytes::Bytes) {
+        match numbers {
+            true => (&self.numbers, &self.raw.numbers),
+            false => (&self.logs, &self.raw.logs),
+        }
+    }
 }
 
 pub(crate) async fn run(
@@ -117,10 +149,24 @@ pub(crate) async fn run(
             .await
             .map_err(|e| e.to_string())?,
         Workload::InFlight { conns, per_conn } => {
-            in_flight(system, port, server_pid, budget, inputs, conns, per_conn, false).await
+            in_flight(system, port, server_pid, budget, inputs, conns, per_conn, None).await
         }
-        Workload::Large { conns, per_conn } => {
-            in_flight(system, port, server_pid, budget, inputs, conns, per_conn, true).await
+        Workload::Large {
+            conns,
+            per_conn,
+            numbers,
+        } => {
+            in_flight(
+                system,
+                port,
+                server_pid,
+                budget,
+                inputs,
+                conns,
+                per_conn,
+                Some(numbers),
+            )
+            .await
         }
         Workload::Idle { conns } => idle(system, port, server_pid, conns).await,
     }
@@ -197,7 +243,8 @@ async fn in_flight(
     inputs: Arc<Inputs>,
     conns: usize,
     per_conn: usize,
-    large: bool,
+    // `Some(numbers)` for large calls.
+    large: Option<bool>,
 ) -> Result<Sample, String> {
     let mut connections = Vec::with_capacity(conns);
     for _ in 0..conns {
@@ -216,10 +263,12 @@ async fn in_flight(
                 let max = budget.max_ops;
                 tasks.push(tokio::spawn(async move {
                     while Instant::now() < deadline && done.load(Ordering::Relaxed) < max {
-                        if large {
-                            conn.large(&inputs.large, &inputs.raw).await?;
-                        } else {
-                            conn.small(&inputs.small, &inputs.raw).await?;
+                        match large {
+                            Some(numbers) => {
+                                let (p, raw) = inputs.large(numbers);
+                                conn.large(p, raw).await?;
+                            }
+                            None => conn.small(&inputs.small, &inputs.raw).await?,
                         }
                         done.fetch_add(1, Ordering::Relaxed);
                     }

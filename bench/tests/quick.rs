@@ -23,12 +23,12 @@ fn quick_mode_runs_every_system_and_workload() {
         "tarpc (bincode, TCP)",
         "tonic (gRPC, prost)",
     ] {
-        // One line per workload, each with a non-zero count.
+        // One line per workload (the two 64 KiB payloads are two), each with a non-zero count.
         let lines: Vec<&str> = stdout
             .lines()
             .filter(|l| l.starts_with(&format!("- {system}:")))
             .collect();
-        assert_eq!(lines.len(), 5, "{system}: {lines:?}\n{stdout}");
+        assert_eq!(lines.len(), 6, "{system}: {lines:?}\n{stdout}");
         assert!(
             lines.iter().all(|l| !l.contains(": 0 ops")),
             "{system}: {lines:?}"
