@@ -1,11 +1,12 @@
 //! WebSocket frames (RFC 6455 §5) read straight from [`Io`]'s buffer, for both drivers.
 //!
-//! tungstenite performs the opening handshake and writes every frame; the frames the peer sends
-//! are read here. tungstenite reads through a buffer that it keeps for the connection's life, at
-//! most that buffer's size per read, zero-filling each piece first: with the 512 bytes the
-//! idle-memory target allows, a 64 KiB frame took 128 reads and a copy more than needed (11 % of
-//! the busy CPU of 64 KiB calls). Here a frame that is in [`Io`]'s buffer is taken from it, and a
-//! large one that is not is read from the stream straight into a buffer of its own size.
+//! tungstenite performs the server's opening handshake only; this side's frames are written by
+//! the [`Outbox`](super::Outbox) and the peer's are read here. tungstenite read through a buffer
+//! that it keeps for the connection's life, at most that buffer's size per read, zero-filling
+//! each piece first: with the 512 bytes the idle-memory target allows, a 64 KiB frame took 128
+//! reads and a copy more than needed (11 % of the busy CPU of 64 KiB calls). Here a frame that
+//! is in [`Io`]'s buffer is taken from it, and a large one that is not is read from the stream
+//! straight into a buffer of its own size.
 
 use std::task::{ready, Context, Poll};
 
