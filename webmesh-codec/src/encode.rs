@@ -72,6 +72,9 @@ thread_local! {
     /// a thread serving many such routes only samples more often.
     static NOT_WORTH: Cell<[Verdict; VERDICT_SLOTS]> =
         const { Cell::new([Verdict { key: 0, skips: 0, len: 0 }; VERDICT_SLOTS]) };
+    /// Whether any sample on this thread said no: until one does, encoding a message does not
+    /// hash its path to look for a verdict.
+    static ANY_NOT_WORTH: Cell<bool> = const { Cell::new(false) };
 }
 
 /// FNV-1a of a path and the compression settings that judged it (never 0, the empty slot).
@@ -471,7 +474,7 @@ impl FrameEncoder {
     /// payload will not be sampled). `None` otherwise, and for third-party codecs (only the
     /// built-in ones are known to append to the buffer they are given).
     fn direct_size(&self, path: &str) -> Option<usize> {
-        if !self.codec.is_builtin() || usize::from(self.compression.min_saving) == 0 {
+        if !ANY_NOT_WORTH.get() || !self.codec.is_builtin() || self.compression.min_saving == 0 {
             return None;
         }
         let key = verdict_key(path, &self.compression);
@@ -548,6 +551,9 @@ impl FrameEncoder {
             };
             cache.set(slots);
         });
+        if !worth {
+            ANY_NOT_WORTH.set(true);
+        }
         Ok(worth)
     }
 
