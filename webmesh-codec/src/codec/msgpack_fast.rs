@@ -128,6 +128,26 @@ impl Encoder<'_> {
 
 /// Number and boolean methods of the serializer: widened to 64 bits, then written in their
 /// smallest form.
+/// Calls `$m` with the serializer methods that take a number or a boolean and the [`Scalar`]
+/// each one makes: one list for the encoder's methods and for [`ScalarOf`]'s.
+macro_rules! with_scalar_methods {
+    ($m:ident) => {
+        $m!(
+            serialize_bool(bool) => Bool,
+            serialize_i8(i8) => Int,
+            serialize_i16(i16) => Int,
+            serialize_i32(i32) => Int,
+            serialize_i64(i64) => Int,
+            serialize_u8(u8) => Uint,
+            serialize_u16(u16) => Uint,
+            serialize_u32(u32) => Uint,
+            serialize_u64(u64) => Uint,
+            serialize_f32(f32) => F32,
+            serialize_f64(f64) => F64
+        );
+    };
+}
+
 macro_rules! scalars {
     ($($method:ident($t:ty) => $variant:ident),*) => {$(
         #[inline]
@@ -153,19 +173,7 @@ impl<'a, 'b> ser::Serializer for &'b mut Encoder<'a> {
         false
     }
 
-    scalars!(
-        serialize_bool(bool) => Bool,
-        serialize_i8(i8) => Int,
-        serialize_i16(i16) => Int,
-        serialize_i32(i32) => Int,
-        serialize_i64(i64) => Int,
-        serialize_u8(u8) => Uint,
-        serialize_u16(u16) => Uint,
-        serialize_u32(u32) => Uint,
-        serialize_u64(u64) => Uint,
-        serialize_f32(f32) => F32,
-        serialize_f64(f64) => F64
-    );
+    with_scalar_methods!(scalars);
 
     fn serialize_char(self, v: char) -> Result<()> {
         self.str(v.encode_utf8(&mut [0; 4]))
@@ -480,19 +488,7 @@ impl ser::Serializer for ScalarOf {
         false
     }
 
-    scalar_of!(
-        serialize_bool(bool) => Bool,
-        serialize_i8(i8) => Int,
-        serialize_i16(i16) => Int,
-        serialize_i32(i32) => Int,
-        serialize_i64(i64) => Int,
-        serialize_u8(u8) => Uint,
-        serialize_u16(u16) => Uint,
-        serialize_u32(u32) => Uint,
-        serialize_u64(u64) => Uint,
-        serialize_f32(f32) => F32,
-        serialize_f64(f64) => F64
-    );
+    with_scalar_methods!(scalar_of);
 
     not_scalar!(
         serialize_char(char) -> Scalar,
