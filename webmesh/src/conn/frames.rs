@@ -85,7 +85,7 @@ impl FrameReader {
     /// The peer's next message or control frame.
     pub(crate) fn poll_next(&mut self, io: &mut Io, cx: &mut Context<'_>) -> Poll<Result<Incoming, Broken>> {
         loop {
-            if let Some((header, payload)) = &mut self.reading {
+            let (header, payload) = if let Some((header, payload)) = &mut self.reading {
                 while payload.len() < header.len {
                     let want = header.len - payload.len();
                     payload.reserve(want.min(GROW_BY));
@@ -95,41 +95,39 @@ impl FrameReader {
                         Err(e) => return Poll::Ready(Err(lost(e))),
                     }
                 }
-                let (header, payload) = self.reading.take().expect("a frame being read");
-                match self.complete(header, payload) {
-                    Ok(None) => continue,
-                    done => return Poll::Ready(done.map(|m| m.expect("some"))),
+                self.reading.take().expect("a frame being read")
+            } else {
+                match parse(io.buffered(), self.server, self.max_frame) {
+                    Err(broken) => return Poll::Ready(Err(broken)),
+                    Ok(Some((header, at))) if io.buffered().len() - at >= header.len => {
+                        io.consume(at);
+                        (header, io.take(header.len))
+                    }
+                    Ok(Some((header, at))) if header.len >= CHUNK => {
+                        // Large and not all here: the rest goes straight into its own buffer.
+                        io.consume(at);
+                        // Sized as announced, up to a point: a header costs a peer 14 bytes.
+                        let mut payload = BytesMut::with_capacity(header.len.min(GROW_BY));
+                        let have = io.buffered().len();
+                        payload.extend_from_slice(io.buffered());
+                        io.consume(have);
+                        self.reading = Some((header, payload));
+                        continue;
+                    }
+                    Ok(_) => match ready!(io.poll_more(cx)) {
+                        Ok(0) if io.buffered().is_empty() && self.partial.is_none() => {
+                            return Poll::Ready(Err(Broken::Lost("connection closed".into())))
+                        }
+                        Ok(0) => return Poll::Ready(Err(ended())),
+                        Ok(_) => continue,
+                        Err(e) => return Poll::Ready(Err(lost(e))),
+                    },
                 }
-            }
-            let parsed = parse(io.buffered(), self.server, self.max_frame);
-            match parsed {
+            };
+            match self.complete(header, payload) {
+                Ok(None) => {} // a fragment: the message goes on
+                Ok(Some(incoming)) => return Poll::Ready(Ok(incoming)),
                 Err(broken) => return Poll::Ready(Err(broken)),
-                Ok(Some((header, at))) if io.buffered().len() - at >= header.len => {
-                    io.consume(at);
-                    let payload = io.take(header.len);
-                    match self.complete(header, payload) {
-                        Ok(None) => continue,
-                        done => return Poll::Ready(done.map(|m| m.expect("some"))),
-                    }
-                }
-                Ok(Some((header, at))) if header.len >= CHUNK => {
-                    // Large and not all here: the rest goes straight into its own buffer.
-                    io.consume(at);
-                    // Sized as announced, up to a point: a header costs a peer 14 bytes.
-                    let mut payload = BytesMut::with_capacity(header.len.min(GROW_BY));
-                    let have = io.buffered().len();
-                    payload.extend_from_slice(io.buffered());
-                    io.consume(have);
-                    self.reading = Some((header, payload));
-                }
-                Ok(_) => match ready!(io.poll_more(cx)) {
-                    Ok(0) if io.buffered().is_empty() && self.partial.is_none() => {
-                        return Poll::Ready(Err(Broken::Lost("connection closed".into())))
-                    }
-                    Ok(0) => return Poll::Ready(Err(ended())),
-                    Ok(_) => {}
-                    Err(e) => return Poll::Ready(Err(lost(e))),
-                },
             }
         }
     }

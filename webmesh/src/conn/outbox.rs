@@ -104,9 +104,7 @@ impl Outbox {
     /// out when that many do; true if any message was taken from the queue.
     pub(crate) fn poll_write(&mut self, io: &mut Io, cx: &mut Context<'_>) -> io::Result<bool> {
         let mut took = false;
-        if let Some(payload) = self.pong.take() {
-            self.encode(Message::Pong(payload))?;
-        }
+        self.encode_pong()?;
         while let Some(next) = self.queue.front() {
             // (A close frame is taken whatever waits: it is small, and the last.)
             let close = matches!(next, Message::Close(_));
@@ -122,9 +120,7 @@ impl Outbox {
 
     /// Writes and flushes what was encoded; true once nothing waits.
     pub(crate) fn poll_flush(&mut self, io: &mut Io, cx: &mut Context<'_>) -> io::Result<bool> {
-        if let Some(payload) = self.pong.take() {
-            self.encode(Message::Pong(payload))?;
-        }
+        self.encode_pong()?;
         if self.poll_write_out(io, cx)?.is_pending() {
             return Ok(false);
         }
@@ -136,6 +132,14 @@ impl Outbox {
             }
         }
         Ok(true)
+    }
+
+    /// The pong waiting for the peer's last ping, encoded before anything else that waits.
+    fn encode_pong(&mut self) -> io::Result<()> {
+        match self.pong.take() {
+            Some(payload) => self.encode(Message::Pong(payload)),
+            None => Ok(()),
+        }
     }
 
     /// One frame for `msg`, after those encoded before it.
