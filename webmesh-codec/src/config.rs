@@ -71,9 +71,10 @@ pub const COMPRESSION_SAMPLE: usize = 2 * 1024;
 /// or more is first deflated on a [`COMPRESSION_SAMPLE`]-byte sample: if that saves less than
 /// [`min_saving`](Self::min_saving) percent (numbers, already compressed or random bytes), the
 /// payload goes uncompressed and the rest is never deflated, so compression costs CPU only where
-/// it pays. After such a "no", the next 15 large payloads sent on the same path by the same
-/// thread go uncompressed without a sample (a route's payload type is fixed, so its
-/// compressibility changes little between calls); then a sample judges again. Legacy msgpack
+/// it pays. After such a "no", the next 15 large payloads of the same kind on the same route
+/// (its calls, its replies or its topic messages) sent by the same thread go uncompressed
+/// without a sample (a route's payload types are fixed, so their compressibility changes little
+/// between calls); then a sample judges again. Legacy msgpack
 /// frames are always deflated, as 0.1.2 expects, unless [`legacy_zlib`](Self::legacy_zlib) is
 /// off.
 ///

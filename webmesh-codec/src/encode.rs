@@ -50,25 +50,25 @@ thread_local! {
     static SCRATCH: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// Large payloads sent without sampling after a sample of their path said deflating them does
-/// not pay (see `Encoder::worth_deflating`).
+/// Large payloads sent without sampling after a sample of their route's (of the same kind) said
+/// deflating them does not pay (see `Encoder::worth_deflating`).
 const SKIPS_AFTER_NO: u8 = 15;
 const VERDICT_SLOTS: usize = 8;
 
-/// One path's verdict in [`NOT_WORTH`].
+/// One verdict in [`NOT_WORTH`]: about a route's calls, replies or topic messages.
 #[derive(Clone, Copy)]
 struct Verdict {
-    /// The path's [`verdict_key`]; 0 for an empty slot.
+    /// The [`verdict_key`] of what was judged; 0 for an empty slot.
     key: u64,
     /// Large payloads still to send without a sample.
     skips: u8,
-    /// The length of the path's last large payload: the next one is encoded straight into a
+    /// The length of the last large payload judged: the next one is encoded straight into a
     /// buffer of about this size.
     len: u32,
 }
 
 thread_local! {
-    /// Paths whose last sample said no, with the skips left: a small direct-mapped cache, so
+    /// Routes whose last sample said no, with the skips left: a small direct-mapped cache, so
     /// a thread serving many such routes only samples more often.
     static NOT_WORTH: Cell<[Verdict; VERDICT_SLOTS]> =
         const { Cell::new([Verdict { key: 0, skips: 0, len: 0 }; VERDICT_SLOTS]) };
@@ -77,10 +77,41 @@ thread_local! {
     static ANY_NOT_WORTH: Cell<bool> = const { Cell::new(false) };
 }
 
-/// FNV-1a of a path and the compression settings that judged it (never 0, the empty slot).
-fn verdict_key(path: &str, compression: &Compression) -> u64 {
-    let settings = [compression.level as u8, compression.min_saving];
-    let hash = path
+/// A v1 frame's header fields.
+struct Head<'a> {
+    kind: Kind,
+    id: u64,
+    budget_ms: Option<u64>,
+    seq: Option<u64>,
+    path: &'a str,
+}
+
+impl<'a> Head<'a> {
+    fn new(kind: Kind, id: u64, path: &'a str) -> Self {
+        Head {
+            kind,
+            id,
+            budget_ms: None,
+            seq: None,
+            path,
+        }
+    }
+}
+
+/// Whose payloads a deflate verdict is about: a route's payloads of one kind (its calls, or
+/// its replies, whose header carries no path).
+#[derive(Clone, Copy)]
+struct Judged<'a> {
+    kind_bits: u8,
+    route: &'a str,
+}
+
+/// FNV-1a of what was judged and the compression settings that judged it (never 0, the empty
+/// slot).
+fn verdict_key(judged: Judged<'_>, compression: &Compression) -> u64 {
+    let settings = [judged.kind_bits, compression.level as u8, compression.min_saving];
+    let hash = judged
+        .route
         .bytes()
         .chain(settings)
         .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
@@ -210,9 +241,14 @@ impl FrameEncoder {
         match self.framing {
             Framing::V1 => {
                 let ms = u64::try_from(budget.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
-                self.v1_with(Kind::Call, id, Some(ms), None, path, |out| {
-                    self.codec.encode(value, out)
-                })
+                self.v1_with(
+                    Head {
+                        budget_ms: Some(ms),
+                        ..Head::new(Kind::Call, id, path)
+                    },
+                    path,
+                    |out| self.codec.encode(value, out),
+                )
             }
             Framing::Legacy => self.legacy(path, value),
         }
@@ -226,7 +262,8 @@ impl FrameEncoder {
     /// The reply to call `id` on `path`.
     ///
     /// Legacy: the `{"path", "data"}` map, or `None` when the value encodes to null: 0.1.2 sends
-    /// no reply for `None`. v1 always answers a call.
+    /// no reply for `None`. v1 always answers a call; its header carries no path, but a large
+    /// payload is judged for deflating with `path`'s earlier replies (see [`Compression`]).
     pub fn reply<T: Serialize + ?Sized>(
         &self,
         id: u64,
@@ -234,8 +271,11 @@ impl FrameEncoder {
         value: &T,
     ) -> Result<Option<WireMessage>> {
         match self.framing {
+            // A reply's header has no path; its payloads are judged as the route's replies.
             Framing::V1 => self
-                .v1(Kind::Reply, id, "", |out| self.codec.encode(value, out))
+                .v1_with(Head::new(Kind::Reply, id, ""), path, |out| {
+                    self.codec.encode(value, out)
+                })
                 .map(Some),
             Framing::Legacy if crate::nil::is_nil(value) => Ok(None),
             Framing::Legacy => self.legacy(path, value).map(Some),
@@ -318,9 +358,14 @@ impl FrameEncoder {
         value: &T,
     ) -> Result<WireMessage> {
         match self.framing {
-            Framing::V1 => self.v1_with(Kind::TopicMessage, 0, None, Some(seq), path, |out| {
-                self.codec.encode(value, out)
-            }),
+            Framing::V1 => self.v1_with(
+                Head {
+                    seq: Some(seq),
+                    ..Head::new(Kind::TopicMessage, 0, path)
+                },
+                path,
+                |out| self.codec.encode(value, out),
+            ),
             Framing::Legacy => Err(Error::encode("topics have no legacy encoding")),
         }
     }
@@ -345,10 +390,17 @@ impl FrameEncoder {
         budget: Option<std::time::Duration>,
     ) -> Result<WireMessage> {
         let ms = budget.map(|b| u64::try_from(b.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX));
-        self.v1_with(kind, id, ms, None, path, |out| {
-            out.extend_from_slice(payload);
-            Ok(())
-        })
+        self.v1_with(
+            Head {
+                budget_ms: ms,
+                ..Head::new(kind, id, path)
+            },
+            path,
+            |out| {
+                out.extend_from_slice(payload);
+                Ok(())
+            },
+        )
     }
 
     fn message<T: Serialize + ?Sized>(
@@ -371,21 +423,31 @@ impl FrameEncoder {
         path: &str,
         write_payload: impl FnOnce(&mut Vec<u8>) -> Result<()>,
     ) -> Result<WireMessage> {
-        self.v1_with(kind, id, None, None, path, write_payload)
+        self.v1_with(Head::new(kind, id, path), path, write_payload)
     }
 
+    /// A v1 frame with `head`, its payload written by `write_payload`, judged for deflating as
+    /// `route`'s payloads of its kind.
     fn v1_with(
         &self,
-        kind: Kind,
-        id: u64,
-        budget_ms: Option<u64>,
-        seq: Option<u64>,
-        path: &str,
+        head: Head<'_>,
+        route: &str,
         write_payload: impl FnOnce(&mut Vec<u8>) -> Result<()>,
     ) -> Result<WireMessage> {
+        let Head {
+            kind,
+            id,
+            budget_ms,
+            seq,
+            path,
+        } = head;
         let bits = kind
             .to_bits()
             .ok_or_else(|| Error::encode(format!("{kind:?} has no v1 encoding")))?;
+        let judged = Judged {
+            kind_bits: bits,
+            route,
+        };
         let header = 1
             + varint_len(id)
             + budget_ms.map_or(0, varint_len)
@@ -406,7 +468,7 @@ impl FrameEncoder {
             write_varint(out, path.len() as u64);
             out.extend_from_slice(path.as_bytes());
         };
-        if let Some(hint) = self.direct_size(path) {
+        if let Some(hint) = self.direct_size(judged) {
             // This path's large payloads do not deflate well (a sample said so): the payload
             // is written straight after the header, sized by the last one, instead of into
             // the scratch buffer and then copied (64 KiB of copying per 64 KiB message).
@@ -419,7 +481,7 @@ impl FrameEncoder {
                 out.shrink_to_fit();
             }
             if len >= COMPRESSION_SAMPLE_FROM {
-                self.note_direct_size(path, len);
+                self.note_direct_size(judged, len);
                 return Ok(WireMessage::Binary(out));
             }
             // Smaller than this path's earlier payloads, too small to be judged by a sample:
@@ -434,8 +496,8 @@ impl FrameEncoder {
         }
         with_scratch(|payload, sample| {
             write_payload(payload)?;
-            let deflate =
-                payload.len() >= self.compression.min_size && self.worth_deflating(path, payload, sample)?;
+            let deflate = payload.len() >= self.compression.min_size
+                && self.worth_deflating(judged, payload, sample)?;
             if deflate {
                 if let Some(deflated) = self.deflated(header, write_header, payload)? {
                     return Ok(WireMessage::Binary(deflated));
@@ -469,15 +531,15 @@ impl FrameEncoder {
         }
     }
 
-    /// The size to encode a payload of `path` for, straight into its message, when the path's
+    /// The size to encode a payload of `judged` for, straight into its message, when its
     /// last sample said its large payloads are not worth deflating (a skip is used up, as the
     /// payload will not be sampled). `None` otherwise, and for third-party codecs (only the
     /// built-in ones are known to append to the buffer they are given).
-    fn direct_size(&self, path: &str) -> Option<usize> {
+    fn direct_size(&self, judged: Judged<'_>) -> Option<usize> {
         if !ANY_NOT_WORTH.get() || !self.codec.is_builtin() || self.compression.min_saving == 0 {
             return None;
         }
-        let key = verdict_key(path, &self.compression);
+        let key = verdict_key(judged, &self.compression);
         NOT_WORTH.with(|cache| {
             let mut slots = cache.get();
             let v = &mut slots[key as usize % VERDICT_SLOTS];
@@ -491,9 +553,9 @@ impl FrameEncoder {
         })
     }
 
-    /// Remembers the length of `path`'s last large payload sent as it is.
-    fn note_direct_size(&self, path: &str, len: usize) {
-        let key = verdict_key(path, &self.compression);
+    /// Remembers the length of `judged`'s last large payload sent as it is.
+    fn note_direct_size(&self, judged: Judged<'_>, len: usize) {
+        let key = verdict_key(judged, &self.compression);
         NOT_WORTH.with(|cache| {
             let mut slots = cache.get();
             let v = &mut slots[key as usize % VERDICT_SLOTS];
@@ -506,16 +568,16 @@ impl FrameEncoder {
 
     /// Whether deflating `payload` is likely to save at least `min_saving` percent: always for
     /// small payloads, otherwise judged on a sample from its middle (deflated into `scratch`).
-    /// A path whose sample said no is not sampled again for its next [`SKIPS_AFTER_NO`] large
-    /// payloads on this thread: a route's payload type is fixed, so its compressibility changes
-    /// little from call to call, and a sample costs a deflate stream's setup plus 2 KiB of
+    /// A route whose sample said no is not sampled again for its next [`SKIPS_AFTER_NO`] large
+    /// payloads of that kind on this thread: a route's payload type is fixed, so its
+    /// compressibility changes little from call to call, and a sample costs a deflate stream's setup plus 2 KiB of
     /// deflate (~11 % of the CPU of a 64 KiB call of numbers).
-    fn worth_deflating(&self, path: &str, payload: &[u8], scratch: &mut Vec<u8>) -> Result<bool> {
+    fn worth_deflating(&self, judged: Judged<'_>, payload: &[u8], scratch: &mut Vec<u8>) -> Result<bool> {
         let min_saving = usize::from(self.compression.min_saving);
         if min_saving == 0 || payload.len() < COMPRESSION_SAMPLE_FROM {
             return Ok(true);
         }
-        let key = verdict_key(path, &self.compression);
+        let key = verdict_key(judged, &self.compression);
         let slot = key as usize % VERDICT_SLOTS;
         let skip = NOT_WORTH.with(|cache| {
             let mut slots = cache.get();
@@ -691,5 +753,32 @@ mod tests {
         let b = binary(enc.call(7, "/numbers", &large));
         assert_eq!(b.len(), b.capacity(), "sampled again");
         check(&b, 7, &large);
+    }
+
+    #[test]
+    fn replies_are_judged_by_their_route_and_apart_from_its_calls() {
+        let enc = FrameEncoder::new(Framing::V1, AnyCodec::default(), Compression::default());
+        fn reply<T: Serialize>(enc: &FrameEncoder, id: u64, route: &str, value: &T) -> Vec<u8> {
+            binary(enc.reply(id, route, value).map(|m| m.expect("v1 always answers")))
+        }
+        let numbers: Vec<u32> = (0..20_000u32).map(|i| i.wrapping_mul(2_654_435_761)).collect();
+        let lines: Vec<String> = (0..2_000).map(|i| format!("GET /items/{} 200", i % 40)).collect();
+        // `/numbers`' replies: a sample says no, and the next ones are sent as they are.
+        for id in 1..=2 {
+            assert_eq!(reply(&enc, id, "/numbers", &numbers)[0] & FLAG_COMPRESSED, 0);
+        }
+        // Every reply header carries the same (empty) path; another route's replies are still
+        // judged on their own, and these deflate.
+        assert_ne!(
+            reply(&enc, 3, "/lines", &lines)[0] & FLAG_COMPRESSED,
+            0,
+            "deflated"
+        );
+        // And `/numbers`' own calls are not its replies.
+        assert_ne!(
+            binary(enc.call(4, "/numbers", &lines))[0] & FLAG_COMPRESSED,
+            0,
+            "deflated"
+        );
     }
 }
