@@ -77,7 +77,11 @@ impl Encoder<'_> {
     fn scalar(&mut self, scalar: Scalar) {
         let mut block = [0; Scalar::MAX];
         let n = scalar.write(&mut block);
-        self.out.extend_from_slice(&block[..n]);
+        // The whole block, then the unused end cut off: a copy of a known size is a few moves,
+        // where one of `n` bytes is a call to `memcpy`.
+        let len = self.out.len();
+        self.out.extend_from_slice(&block);
+        self.out.truncate(len + n);
     }
 
     /// A length under one of three forms: `fix` (its low bits hold the length, below `fix_max`),
