@@ -23,7 +23,7 @@ use super::builder::{Dialer, Reconnect};
 use super::legacy::{LegacyPaths, Reply};
 use super::subscriptions::Local;
 use super::{ConnectionState, Shared};
-use crate::conn::{self, Deadlines, Io, Keepalive, Outbox, Role, Socket};
+use crate::conn::{self, Deadlines, Io, Keepalive, Outbox, OwnIdMap, Role, Socket};
 use crate::error::{CloseKind, Error, Result};
 
 /// Where a call's answer goes.
@@ -93,7 +93,7 @@ pub(super) struct Driver {
 struct Calling {
     shared: Arc<Shared>,
     rx: mpsc::Receiver<Command>,
-    by_id: HashMap<u64, Waiter>,
+    by_id: OwnIdMap<Waiter>,
     /// When the v1 calls in `by_id` time out.
     deadlines: Deadlines,
     /// What callers handed over while the outbox was full (the socket not taking what it
@@ -127,7 +127,7 @@ impl Driver {
             calling: Calling {
                 shared,
                 rx,
-                by_id: HashMap::new(),
+                by_id: OwnIdMap::default(),
                 deadlines: Deadlines::default(),
                 held: VecDeque::new(),
                 legacy: LegacyPaths::default(),

@@ -1,9 +1,7 @@
 //! The NATS connection's own thread, and the answers to forwarded calls: one subscription for
 //! all of them, each answer handed to the call that waits for it.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,6 +10,8 @@ use std::task::{Context, Poll};
 use async_nats::{Message, Subject};
 use futures_util::StreamExt;
 use tokio::sync::oneshot;
+
+use crate::conn::OwnIdMap;
 
 /// The thread the NATS connection runs on: its reads, writes and reconnects run beside the
 /// server's runtime, not in it. In the server's runtime, a request sent from a connection's
@@ -131,7 +131,7 @@ pub(super) struct Replies {
 /// The calls waiting, and whether the link has stopped (then none can wait any more).
 #[derive(Default)]
 struct Waiters {
-    calls: HashMap<u64, oneshot::Sender<Answer>, BuildHasherDefault<TokenHasher>>,
+    calls: OwnIdMap<oneshot::Sender<Answer>>,
     closed: bool,
 }
 
@@ -245,26 +245,6 @@ impl Drop for Waiting<'_> {
         if !self.done {
             self.replies.lock().calls.remove(&self.token);
         }
-    }
-}
-
-/// Tokens are this node's own, already scrambled ([`scramble`]): they hash as themselves.
-#[derive(Default)]
-struct TokenHasher(u64);
-
-impl Hasher for TokenHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0 << 8 | u64::from(*b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
     }
 }
 

@@ -7,6 +7,7 @@ mod deadlines;
 mod frames;
 mod io;
 mod outbox;
+mod own_ids;
 mod socket;
 #[cfg(all(test, feature = "server"))]
 mod tests;
@@ -16,6 +17,7 @@ pub(crate) use deadlines::Deadlines;
 pub(crate) use frames::FrameReader;
 pub(crate) use io::Io;
 pub(crate) use outbox::Outbox;
+pub(crate) use own_ids::OwnIdMap;
 #[cfg_attr(not(feature = "server"), allow(unused_imports))] // the server drains with it
 pub(crate) use socket::Read;
 pub(crate) use socket::{End, Role, Socket};
