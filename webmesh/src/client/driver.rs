@@ -67,6 +67,9 @@ pub(super) enum Command {
     Close(u16, String),
 }
 
+/// The reason of a close the client asked for.
+pub(super) const CLIENT_CLOSED: &str = "client closed";
+
 /// Queued messages past which the driver stops taking new commands from callers.
 const OUT_HIGH: usize = 256;
 /// Every this many new calls, waiters whose caller is gone are swept out.
@@ -111,6 +114,8 @@ struct Calling {
     closing: bool,
     /// Answers were handed to callers in this batch: they may be about to make new calls.
     answered: usize,
+    /// Commands taken from the channel in one go (empty between polls; kept for its buffer).
+    batch: Vec<Command>,
 }
 
 impl Driver {
@@ -136,6 +141,7 @@ impl Driver {
                 since_sweep: 0,
                 closing: false,
                 answered: 0,
+                batch: Vec::new(),
             },
             dialer,
             keepalive,
@@ -249,7 +255,7 @@ impl Driver {
                 _ = fail_commands_until_close(&mut self.calling.rx, down, &failing) => false,
             };
             if !waited {
-                self.finish(state, CloseKind::Local, "client closed".into());
+                self.finish(state, CloseKind::Local, CLIENT_CLOSED.into());
                 return None;
             }
             let dialed = tokio::select! {
@@ -258,7 +264,7 @@ impl Driver {
             };
             match dialed {
                 None => {
-                    self.finish(state, CloseKind::Local, "client closed".into());
+                    self.finish(state, CloseKind::Local, CLIENT_CLOSED.into());
                     return None;
                 }
                 Some(Ok((io, framing))) if framing == self.calling.shared.encoder.framing() => {
@@ -308,7 +314,7 @@ impl Driver {
             }
         };
         if self.calling.closing {
-            End::Closed("client closed".into())
+            End::Closed(CLIENT_CLOSED.into())
         } else {
             End::Dropped(kind, reason)
         }
@@ -330,21 +336,35 @@ impl Role for Calling {
             self.shared.congested.store(false, Ordering::Release);
         }
         // `held` takes one more than the channel holds: when the driver starts holding, the
-        // channel may be full again behind the command that started it.
+        // channel may be full again behind the command that started it. Commands come in
+        // batches of at most what `held` could still take: a batch returns its room in the
+        // channel at once (one lock of the channel's wait list, where one command at a time
+        // took it for each).
+        let mut batch = std::mem::take(&mut self.batch);
         while !self.closing && self.held.len() <= self.rx.max_capacity() {
-            match self.rx.poll_recv(cx) {
-                Poll::Ready(Some(cmd)) => {
-                    progress = true;
-                    self.command(cmd, out);
-                }
-                Poll::Ready(None) => {
+            let room = self.rx.max_capacity() + 1 - self.held.len();
+            match self.rx.poll_recv_many(cx, &mut batch, room) {
+                Poll::Ready(0) => {
                     // Every handle is gone: close.
                     progress = true;
-                    self.command(Command::Close(conn::close::NORMAL, "client closed".into()), out);
+                    self.command(Command::Close(conn::close::NORMAL, CLIENT_CLOSED.into()), out);
+                }
+                Poll::Ready(_) => {
+                    progress = true;
+                    for cmd in batch.drain(..) {
+                        if self.closing {
+                            // Behind a close request: failed, as `Driver::finish` fails what
+                            // is still in the channel.
+                            fail_command(cmd, CloseKind::Local, CLIENT_CLOSED);
+                        } else {
+                            self.command(cmd, out);
+                        }
+                    }
                 }
                 Poll::Pending => break,
             }
         }
+        self.batch = batch;
         // After the commands: a deadline just added sets the timer, which this registers.
         let (by_id, shared, held) = (&mut self.by_id, &self.shared, &mut self.held);
         progress |= self.deadlines.poll_due(cx, |id| {
