@@ -458,7 +458,7 @@ impl Client {
         let h = &self.inner;
         let _ = h
             .cmd
-            .send(Command::Close(close::NORMAL, "client closed".into()))
+            .send(Command::Close(close::NORMAL, driver::CLIENT_CLOSED.into()))
             .await;
         let mut state = h.shared.state.clone();
         let _ =
@@ -700,30 +700,42 @@ impl Client {
             // No time at all (a parent's budget that is spent, say): the call is not sent.
             return Err(timeout_error(path));
         }
-        let exchange = async {
-            // A v1 call's deadline is kept by the driver (one timer for all the calls in
-            // flight); a legacy call keeps a timer of its own, and no deadline.
-            // (No deadline past the clock's range: such a timeout never ends.)
-            let legacy = self.inner.shared.encoder.framing() == Framing::Legacy;
-            let deadline = timeout
-                .filter(|_| !legacy)
-                .and_then(|after| tokio::time::Instant::now().checked_add(after));
-            let exchange = crate::in_span(self.exchange(id, path, msg, deadline), span);
-            match timeout {
-                Some(after) if legacy => tokio::time::timeout(after, exchange)
-                    .await
-                    .map_err(|_| timeout_error(path))?,
-                _ => exchange.await,
+        // A v1 call's deadline is kept by the driver (one timer for all the calls in flight); a
+        // legacy call keeps a timer of its own, and no deadline.
+        // (No deadline past the clock's range: such a timeout never ends.)
+        let legacy = self.inner.shared.encoder.framing() == Framing::Legacy;
+        let deadline = timeout
+            .filter(|_| !legacy)
+            .and_then(|after| tokio::time::Instant::now().checked_add(after));
+        let exchange = crate::in_span(self.exchange(id, path, msg, deadline), span);
+        let legacy_timeout = timeout.filter(|_| legacy);
+        let frame = match (&self.parent, legacy_timeout) {
+            (None, None) => exchange.await,
+            // A legacy call's timer, a parent's cancellation: boxed, so that the future of
+            // every call does not carry room for them.
+            (parent, legacy_timeout) => {
+                Box::pin(async {
+                    let exchange = async {
+                        match legacy_timeout {
+                            Some(after) => tokio::time::timeout(after, exchange)
+                                .await
+                                .map_err(|_| timeout_error(path))?,
+                            None => exchange.await,
+                        }
+                    };
+                    match parent {
+                        // Dropping the exchange on the parent's cancellation sends this call's
+                        // CANCEL.
+                        Some(parent) => tokio::select! {
+                            biased;
+                            () = parent.cancel.cancelled() => Err(Error::Cancelled { path: path.to_owned() }),
+                            frame = exchange => frame,
+                        },
+                        None => exchange.await,
+                    }
+                })
+                .await
             }
-        };
-        let frame = match &self.parent {
-            // Dropping the exchange on the parent's cancellation sends this call's CANCEL.
-            Some(parent) => tokio::select! {
-                biased;
-                () = parent.cancel.cancelled() => return Err(Error::Cancelled { path: path.to_owned() }),
-                frame = exchange => frame,
-            },
-            None => exchange.await,
         };
         let frame = match frame {
             // The driver's deadline: it carries no path.
@@ -781,14 +793,19 @@ impl Client {
             Ok(()) => h.shared.congested.load(Ordering::Acquire),
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(closed(&h.shared)),
             Err(mpsc::error::TrySendError::Full(cmd)) => {
-                let send = h.cmd.send(cmd);
-                let sent = match deadline {
-                    Some(at) => tokio::time::timeout_at(at, send)
-                        .await
-                        .map_err(|_| driver::timed_out())?,
-                    None => send.await,
-                };
-                sent.map_err(|_| closed(&h.shared))?;
+                // Rare: boxed, so that every call's future does not carry room for this wait
+                // and its timer.
+                Box::pin(async {
+                    let send = h.cmd.send(cmd);
+                    let sent = match deadline {
+                        Some(at) => tokio::time::timeout_at(at, send)
+                            .await
+                            .map_err(|_| driver::timed_out())?,
+                        None => send.await,
+                    };
+                    sent.map_err(|_| closed(&h.shared))
+                })
+                .await?;
                 true
             }
         };
@@ -800,8 +817,8 @@ impl Client {
             armed: true,
         };
         let answer = match deadline.filter(|_| own_timer) {
-            // Timed out: the guard, still armed, sends the call's CANCEL.
-            Some(at) => tokio::time::timeout_at(at, rx)
+            // Timed out: the guard, still armed, sends the call's CANCEL. (Boxed, as above.)
+            Some(at) => Box::pin(tokio::time::timeout_at(at, rx))
                 .await
                 .map_err(|_| driver::timed_out())?,
             None => rx.await,
