@@ -2,11 +2,11 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::future::Future;
-use std::pin::Pin;
 use std::task::Context;
 
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
+
+use super::timers::Timer;
 
 /// Entries past twice the live calls, plus this many, are swept in one go.
 const SWEEP_SLACK: usize = 64;
@@ -24,7 +24,7 @@ const SWEEP_SLACK: usize = 64;
 pub(crate) struct Deadlines {
     heap: BinaryHeap<Reverse<(Instant, u64)>>,
     /// Created at the first deadline (an idle connection has none).
-    timer: Option<Pin<Box<Sleep>>>,
+    timer: Option<Timer>,
     /// When the timer fires, if it is set.
     armed: Option<Instant>,
 }
@@ -45,8 +45,8 @@ impl Deadlines {
     fn arm(&mut self, at: Instant) {
         self.armed = Some(at);
         match &mut self.timer {
-            Some(timer) => timer.as_mut().reset(at),
-            None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+            Some(timer) => timer.reset(at),
+            None => self.timer = Some(Timer::at(at)),
         }
     }
 
@@ -59,7 +59,7 @@ impl Deadlines {
             let (Some(_), Some(timer)) = (self.armed, &mut self.timer) else {
                 return any;
             };
-            if timer.as_mut().poll(cx).is_pending() {
+            if timer.poll(cx).is_pending() {
                 return any;
             }
             self.armed = None;
