@@ -77,13 +77,15 @@ thread_local! {
     static ANY_NOT_WORTH: Cell<bool> = const { Cell::new(false) };
 }
 
-/// A v1 frame's header fields.
+/// A v1 frame's header fields, and the route its payload is judged with for deflating.
 struct Head<'a> {
     kind: Kind,
     id: u64,
     budget_ms: Option<u64>,
     seq: Option<u64>,
     path: &'a str,
+    /// The header's path, except in a reply, whose header has none.
+    route: &'a str,
 }
 
 impl<'a> Head<'a> {
@@ -94,12 +96,13 @@ impl<'a> Head<'a> {
             budget_ms: None,
             seq: None,
             path,
+            route: path,
         }
     }
 }
 
-/// Whose payloads a deflate verdict is about: a route's payloads of one kind (its calls, or
-/// its replies, whose header carries no path).
+/// Whose payloads a deflate verdict is about: a route's payloads of one kind (its calls, its
+/// replies or its topic messages).
 #[derive(Clone, Copy)]
 struct Judged<'a> {
     kind_bits: u8,
@@ -246,7 +249,6 @@ impl FrameEncoder {
                         budget_ms: Some(ms),
                         ..Head::new(Kind::Call, id, path)
                     },
-                    path,
                     |out| self.codec.encode(value, out),
                 )
             }
@@ -273,9 +275,13 @@ impl FrameEncoder {
         match self.framing {
             // A reply's header has no path; its payloads are judged as the route's replies.
             Framing::V1 => self
-                .v1_with(Head::new(Kind::Reply, id, ""), path, |out| {
-                    self.codec.encode(value, out)
-                })
+                .v1_with(
+                    Head {
+                        route: path,
+                        ..Head::new(Kind::Reply, id, "")
+                    },
+                    |out| self.codec.encode(value, out),
+                )
                 .map(Some),
             Framing::Legacy if crate::nil::is_nil(value) => Ok(None),
             Framing::Legacy => self.legacy(path, value).map(Some),
@@ -363,7 +369,6 @@ impl FrameEncoder {
                     seq: Some(seq),
                     ..Head::new(Kind::TopicMessage, 0, path)
                 },
-                path,
                 |out| self.codec.encode(value, out),
             ),
             Framing::Legacy => Err(Error::encode("topics have no legacy encoding")),
@@ -395,7 +400,6 @@ impl FrameEncoder {
                 budget_ms: ms,
                 ..Head::new(kind, id, path)
             },
-            path,
             |out| {
                 out.extend_from_slice(payload);
                 Ok(())
@@ -423,15 +427,14 @@ impl FrameEncoder {
         path: &str,
         write_payload: impl FnOnce(&mut Vec<u8>) -> Result<()>,
     ) -> Result<WireMessage> {
-        self.v1_with(Head::new(kind, id, path), path, write_payload)
+        self.v1_with(Head::new(kind, id, path), write_payload)
     }
 
-    /// A v1 frame with `head`, its payload written by `write_payload`, judged for deflating as
-    /// `route`'s payloads of its kind.
+    /// A v1 frame with `head`, its payload written by `write_payload`, judged for deflating with
+    /// `head.route`'s payloads of its kind.
     fn v1_with(
         &self,
         head: Head<'_>,
-        route: &str,
         write_payload: impl FnOnce(&mut Vec<u8>) -> Result<()>,
     ) -> Result<WireMessage> {
         let Head {
@@ -440,6 +443,7 @@ impl FrameEncoder {
             budget_ms,
             seq,
             path,
+            route,
         } = head;
         let bits = kind
             .to_bits()
