@@ -49,6 +49,18 @@ async fn panics(_: ()) -> u8 {
     panic!("this handler panics")
 }
 
+/// Panics, in a plain `fn`: it runs as its request is dispatched, not in a future.
+#[webmesh::route("/rt/panic_now")]
+fn panics_now(_: ()) -> u8 {
+    panic!("this handler panics at once")
+}
+
+/// The call's budget as a plain `fn` sees it: milliseconds left, if it has a deadline.
+#[webmesh::route("/rt/budget_now")]
+fn budget_now(_: (), call: &webmesh::CallContext) -> Option<u128> {
+    call.remaining().map(|left| left.as_millis())
+}
+
 fn closures() -> webmesh::ServerBuilder {
     Server::builder()
         .on("/add", |(a, b): (i64, i64)| async move { a + b })
@@ -109,6 +121,51 @@ async fn typed_errors_and_remote_errors() {
         other => panic!("expected internal error, got {other:?}"),
     }
     assert_eq!(c.call_path::<i64>("/add", &(1, 1)).await.unwrap(), 2);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_fn_routes_answer_at_dispatch_with_the_same_outcomes_as_async_ones() {
+    let (server, url) = start(closures()).await;
+    let c = Client::builder()
+        .timeout(Some(Duration::from_secs(30)))
+        .connect(&url)
+        .await
+        .expect("connects");
+    // A value, and a typed error (`div` is a plain `fn`).
+    assert_eq!(div::call(&c, (84, 2)).await.unwrap(), 42);
+    assert!(matches!(
+        div::call(&c, (1, 0)).await,
+        Err(CallError::Handler(MathError::DivideByZero))
+    ));
+    // A payload of the wrong type: `bad_request`.
+    let e = c.call_path::<i64>("/rt/div", &"not a pair").await.unwrap_err();
+    assert_eq!(e.remote_code(), Some("bad_request"), "{e}");
+    // A panic: `internal`, with its path, and the connection goes on serving.
+    for _ in 0..2 {
+        match panics_now::call(&c, ()).await {
+            Err(CallError::Rpc(e)) => {
+                assert_eq!(e.remote_code(), Some("internal"), "{e}");
+                assert!(e.to_string().contains("/rt/panic_now"), "{e}");
+            }
+            other => panic!("expected internal error, got {other:?}"),
+        }
+        assert_eq!(div::call(&c, (9, 3)).await.unwrap(), 3);
+    }
+    // Its context carries the caller's budget, counted from when it started.
+    let left = budget_now::call(&c, ()).await.unwrap().expect("a deadline");
+    assert!((20_000..=30_000).contains(&left), "{left} ms left of 30 s");
+    // Without a budget: the server's default deadline (60 s).
+    let unbounded = Client::builder()
+        .timeout(None)
+        .connect(&url)
+        .await
+        .expect("connects");
+    let left = budget_now::call(&unbounded, ())
+        .await
+        .unwrap()
+        .expect("the default");
+    assert!((50_000..=60_000).contains(&left), "{left} ms left of 60 s");
     server.shutdown().await;
 }
 

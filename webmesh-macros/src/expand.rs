@@ -256,8 +256,9 @@ impl<'a> Expansion<'a> {
                 <#t as #krate::__private::FromCall<'_>>::from_call(&#call)
             },
         });
+        let is_async = self.func().sig.asyncness.is_some();
         let mut invoke = quote!(#ident(#(#args),*));
-        if self.func().sig.asyncness.is_some() {
+        if is_async {
             invoke = quote!(#invoke.await);
         }
         let body = match &self.h.ret {
@@ -269,6 +270,35 @@ impl<'a> Expansion<'a> {
             Some(_) => quote!(),
             None => quote!(let () = #request;),
         };
+        // A plain `fn` is also served without a future: the server calls it as it dispatches
+        // the request, and makes its context only if it takes one.
+        let serve_now = (!is_async).then(|| {
+            let context = format_ident!("__webmesh_context");
+            let takes_context = self.h.args.iter().any(|a| matches!(a, Arg::Context(_)));
+            let make_call = if takes_context {
+                quote!(let #call: #krate::CallContext = #context();)
+            } else {
+                quote!(let _ = #context;)
+            };
+            quote! {
+                fn serve_now() -> ::core::option::Option<#krate::__private::ServeNow<
+                    <Self as #krate::Route>::Request,
+                    <Self as #krate::Route>::Response,
+                    <Self as #krate::Route>::Error,
+                >> {
+                    let now: #krate::__private::ServeNow<
+                        <Self as #krate::Route>::Request,
+                        <Self as #krate::Route>::Response,
+                        <Self as #krate::Route>::Error,
+                    > = |#request, #context| {
+                        #unused
+                        #make_call
+                        #body
+                    };
+                    ::core::option::Option::Some(now)
+                }
+            }
+        });
         let out = format_ident!("__webmesh_out");
         let requires = self.h.args.iter().filter_map(|a| match a {
             Arg::Context(t) => Some(quote_spanned! {t.span()=>
@@ -311,6 +341,8 @@ impl<'a> Expansion<'a> {
                     let _ = &#out;
                     #(#requires)*
                 }
+
+                #serve_now
             }
 
             #server_cfg

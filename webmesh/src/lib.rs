@@ -142,6 +142,6 @@ pub mod __private {
 
     pub use crate::describe::{Derived, NotDerived, Probe, TopicEntry};
     pub use crate::registry::RouteEntry;
-    pub use crate::route::FromCall;
+    pub use crate::route::{FromCall, ServeNow};
     pub use crate::state::StateKey;
 }

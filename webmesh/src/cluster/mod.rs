@@ -49,7 +49,7 @@ use webmesh_codec::{
 use crate::cancel::Cancel;
 use crate::connection::{Accepted, Connection};
 use crate::error::Error;
-use crate::server::handler::{Dispatch, Erased, Gather, ReplyTo};
+use crate::server::handler::{BoxFuture, Dispatch, Erased, Gather, ReplyTo, Run, Started};
 use crate::server::Shared;
 use crate::{NodeDescription, Value};
 
@@ -447,9 +447,12 @@ impl Link {
     /// The handler that forwards what has no route here.
     pub(crate) fn forwarder(self: &Arc<Self>) -> Erased {
         let link = self.clone();
-        Arc::new(move |d: Dispatch| {
-            let link = link.clone();
-            Box::pin(link.forward(d))
+        Arc::new(move |d: &Dispatch| {
+            Started::Running(Run {
+                fut: Box::pin(link.clone().forward(d.clone())),
+                cancel: Arc::default(),
+                deadline: d.deadline_from_now(),
+            })
         })
     }
 
@@ -491,7 +494,7 @@ impl Link {
                     (Kind::Call, 1)
                 };
                 let payload = d.frame.payload_bytes().unwrap_or_else(|| codec.nil());
-                let budget = d.deadline.map(|_| wait).filter(|_| !notify);
+                let budget = d.budget.map(|_| wait).filter(|_| !notify);
                 match self.encoder(codec).v1_raw_within(kind, id, path, payload, budget) {
                     Ok(WireMessage::Binary(b)) => (Bytes::from(b), false),
                     Ok(WireMessage::Text(_)) | Err(_) => {
@@ -534,9 +537,7 @@ impl Link {
                 );
             }
             let notify = d.reply == ReplyTo::Nothing;
-            let wait = d.deadline.map_or(DEFAULT_FORWARD_TIMEOUT, |dl| {
-                dl.saturating_duration_since(Instant::now())
-            });
+            let wait = d.budget.unwrap_or(DEFAULT_FORWARD_TIMEOUT);
             let Outgoing {
                 subject,
                 frame,
@@ -574,7 +575,7 @@ impl Link {
             // With a deadline, the server's driver ends the call when it passes (its deadlines
             // share one timer); without one, this waits at most the default (its timer boxed:
             // a call's future stays small, as most calls have a deadline).
-            let answer = if d.deadline.is_some() {
+            let answer = if d.budget.is_some() {
                 Ok(waiting.await)
             } else {
                 Box::pin(tokio::time::timeout(wait, waiting)).await
@@ -936,7 +937,7 @@ async fn serve_call(
 
 /// A forwarded call on its way: the handler's future and how to answer.
 struct Prepared {
-    fut: crate::server::handler::BoxFuture<Option<WireMessage>>,
+    fut: BoxFuture<Option<WireMessage>>,
     path: Arc<str>,
     notify: bool,
     id: u64,
@@ -1050,11 +1051,7 @@ fn prepare(
     };
     let identity = header(msg, HEADER_IDENTITY).and_then(|json| (link.identity?.decode)(json));
     let conn = link.connection(shared, &codec, identity);
-    let deadline = frame
-        .budget()
-        .or(shared.default_deadline)
-        .map(|left| Instant::now() + left);
-    let cancel = Arc::new(Cancel::default());
+    let budget = frame.budget().or(shared.default_deadline);
     let dispatch = Dispatch {
         frame,
         conn,
@@ -1063,11 +1060,18 @@ fn prepare(
         } else {
             ReplyTo::Call(id)
         },
-        deadline,
-        cancel: cancel.clone(),
+        budget,
     };
-    let fut = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(dispatch)))
+    let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&dispatch)))
         .map_err(|_| fail(code::INTERNAL, &format!("handler for {path} panicked")))?;
+    let (fut, cancel, deadline) = match started {
+        Started::Running(run) => (run.fut, run.cancel, run.deadline.map(Into::into)),
+        // A handler that is not `async` answered already.
+        Started::Answered(answer) => {
+            let fut: BoxFuture<_> = Box::pin(std::future::ready(answer));
+            (fut, Arc::default(), None)
+        }
+    };
     Ok(Prepared {
         fut,
         path: shared_path.clone(),

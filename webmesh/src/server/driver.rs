@@ -1,8 +1,9 @@
 //! The task that drives one server connection: reads frames, runs handlers, writes answers.
 //!
 //! It runs the connection core's loop ([`Socket::poll_run`]) with [`Serving`] as its role. A
-//! request is dispatched inline and its handler polled once at once; most handlers finish there
-//! and their answer is written without any task switch. A handler that has to wait stays in a set
+//! request is dispatched inline: a plain `fn` handler answers right there, with no future; an
+//! `async` one is polled once at once, and most finish there. Either way the answer is written
+//! without any task switch. A handler that has to wait stays in a set
 //! polled by this same task, so slow handlers do not hold up the others on the connection.
 
 use std::collections::HashMap;
@@ -21,7 +22,7 @@ use webmesh_codec::{
     code, decode_frame, peek_v1_header, Error as CodecError, Frame, FrameType, Framing, Kind, WireMessage,
 };
 
-use super::handler::{reply_encoder, BoxFuture, Counters, Dispatch, ReplyTo};
+use super::handler::{reply_encoder, BoxFuture, Counters, Dispatch, ReplyTo, Run, Started};
 use super::lifecycle::{self, CLOSE_GRACE};
 use super::Shared;
 use crate::cancel::Cancel;
@@ -34,6 +35,7 @@ use crate::connection::Connection;
 struct Running {
     fut: BoxFuture<Option<WireMessage>>,
     fallback: Dispatch,
+    cancel: Arc<Cancel>,
     /// The deadline, and the handler's key among the driver's timed handlers.
     deadline: Option<(tokio::time::Instant, u64)>,
 }
@@ -63,14 +65,14 @@ impl Future for Running {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Finished> {
         let this = &mut *self;
         // The driver cancels a handler whose deadline passed: the clock tells which it was.
-        let ended = if this.fallback.cancel.is_cancelled() {
+        let ended = if this.cancel.is_cancelled() {
             if this.past_deadline() {
                 this.deadline_passed()
             } else {
                 Ended::Cancelled
             }
         } else {
-            this.fallback.cancel.register(cx.waker());
+            this.cancel.register(cx.waker());
             let answer = std::task::ready!(poll_guarded(&mut this.fut, &this.fallback, cx));
             // A handler that saw its deadline by the clock (`CallContext::is_cancelled`) before
             // the timer fired (it rounds up to the millisecond) answered too late: the caller's
@@ -101,7 +103,7 @@ impl Running {
 
     /// Stops the handler: its answer is the `deadline_exceeded` error, if any.
     fn deadline_passed(&mut self) -> Ended {
-        self.fallback.cancel.cancel();
+        self.cancel.cancel();
         let path = self.fallback.frame.path();
         let answer = self.fallback.fail(
             code::DEADLINE_EXCEEDED,
@@ -119,12 +121,15 @@ fn poll_guarded(
 ) -> Poll<Option<WireMessage>> {
     match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
         Ok(p) => p,
-        Err(_) => {
-            let path = fallback.frame.path();
-            tracing::error!(path, "handler panicked");
-            Poll::Ready(fallback.fail(code::INTERNAL, &format!("handler for {path} panicked")))
-        }
+        Err(_) => Poll::Ready(panicked(fallback)),
     }
+}
+
+/// The answer for a call whose handler panicked: `internal`.
+fn panicked(d: &Dispatch) -> Option<WireMessage> {
+    let path = d.frame.path();
+    tracing::error!(path, "handler panicked");
+    d.fail(code::INTERNAL, &format!("handler for {path} panicked"))
 }
 
 /// The handlers that did not finish when first polled. Most never do: the set is made when the
@@ -431,15 +436,21 @@ impl Serving {
         cx: &mut Context<'_>,
     ) -> Option<End> {
         let framing = self.conn.framing();
+        // The header, for the answer to a frame that does not decode, read first: decoding takes
+        // the bytes (a second owner would make them shared, an allocation per frame).
+        let head = match framing {
+            Framing::V1 => peek_v1_header(&bytes),
+            Framing::Legacy => None,
+        };
         let frame = match decode_frame(
             framing,
             self.conn.encoder().codec(),
             &self.shared.limits,
             frame_type,
-            bytes.clone(),
+            bytes,
         ) {
             Ok(f) => f,
-            Err(e) => return self.bad_frame(framing, &e, &bytes, out),
+            Err(e) => return self.bad_frame(framing, &e, head, out),
         };
         let reply = match frame.kind() {
             Kind::Call if frame.id() != 0 => ReplyTo::Call(frame.id()),
@@ -499,32 +510,28 @@ impl Serving {
             self.count(frame.path(), |c| &c.deadline_exceeded);
             return None;
         }
-        let deadline = budget.map(|b| tokio::time::Instant::now() + b);
-        let cancel = Arc::new(Cancel::default());
-        let fallback = Dispatch {
-            frame: frame.clone(),
-            conn: self.conn.clone(),
-            reply,
-            deadline: deadline.map(tokio::time::Instant::into_std),
-            cancel: cancel.clone(),
-        };
         let dispatch = Dispatch {
             frame,
             conn: self.conn.clone(),
             reply,
-            deadline: deadline.map(tokio::time::Instant::into_std),
-            cancel: cancel.clone(),
+            budget,
         };
-        let made = std::panic::catch_unwind(AssertUnwindSafe(|| handler(dispatch)));
-        let mut fut = match made {
-            Ok(fut) => fut,
-            Err(_) => {
-                let answer = fallback.fail(code::INTERNAL, "handler panicked");
+        let Run {
+            mut fut,
+            cancel,
+            deadline,
+        } = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(&dispatch))) {
+            Ok(Started::Running(run)) => run,
+            Ok(Started::Answered(answer)) => {
                 queue(out, Ok(answer));
                 return None;
             }
+            Err(_) => {
+                queue(out, Ok(panicked(&dispatch)));
+                return None;
+            }
         };
-        match poll_guarded(&mut fut, &fallback, cx) {
+        match poll_guarded(&mut fut, &dispatch, cx) {
             Poll::Ready(answer) => queue(out, Ok(answer)),
             Poll::Pending => {
                 let deadline = deadline.map(|at| {
@@ -537,11 +544,12 @@ impl Serving {
                     (at, key)
                 });
                 if let ReplyTo::Call(id) = reply {
-                    self.cancels.insert(id, cancel);
+                    self.cancels.insert(id, cancel.clone());
                 }
                 self.handlers.push(Running {
                     fut,
-                    fallback,
+                    fallback: dispatch,
+                    cancel,
                     deadline,
                 });
             }
@@ -688,8 +696,15 @@ impl Serving {
         }
     }
 
-    /// A frame that did not decode: PROTOCOL.md §5 says what each class gets.
-    fn bad_frame(&mut self, framing: Framing, e: &CodecError, bytes: &[u8], out: &mut Outbox) -> Option<End> {
+    /// A frame that did not decode: PROTOCOL.md §5 says what each class gets. `head` is its v1
+    /// header's kind and id, if those could be read.
+    fn bad_frame(
+        &mut self,
+        framing: Framing,
+        e: &CodecError,
+        head: Option<(Kind, u64)>,
+        out: &mut Outbox,
+    ) -> Option<End> {
         use CodecError::*;
         match (framing, e) {
             (_, WrongFrameType { .. }) => Some(End::Close(close::UNSUPPORTED, e.to_string())),
@@ -697,7 +712,7 @@ impl Serving {
                 Some(End::Close(close::PROTOCOL, e.to_string()))
             }
             (Framing::V1, _) => {
-                match peek_v1_header(bytes) {
+                match head {
                     Some((Kind::Call, id)) if id != 0 => {
                         let msg = self
                             .conn

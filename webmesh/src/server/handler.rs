@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -14,7 +15,7 @@ use crate::connection::{CallContext, Connection};
 use crate::describe::{Description, RouteDescription, DESCRIBE_PATH};
 use crate::error::Error;
 use crate::registry::{RouteEntry, Routes};
-use crate::route::{FromCall, NoError, Serve};
+use crate::route::{FromCall, NoError, Serve, ServeNow};
 use crate::state::{StateKey, States};
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -32,16 +33,50 @@ pub(crate) enum ReplyTo {
 
 /// One request on its way to a handler: the frame (payload still encoded), the connection, and
 /// how to answer.
+#[derive(Clone)]
 pub(crate) struct Dispatch {
     pub(crate) frame: Frame,
     pub(crate) conn: Connection,
     pub(crate) reply: ReplyTo,
-    /// When the call's time is up (its budget, or the server's default).
-    pub(crate) deadline: Option<std::time::Instant>,
+    /// How long the call may take: its caller's budget, or the server's default. Its deadline
+    /// is counted from when its handler starts (see [`Dispatch::context`]); a handler that
+    /// answers at once and takes no context never reads the clock.
+    pub(crate) budget: Option<Duration>,
+}
+
+/// What an erased handler made of one request.
+pub(crate) enum Started {
+    /// It answered at once (a handler that is not `async`, or a payload that does not decode):
+    /// the answer, if any.
+    Answered(Option<WireMessage>),
+    /// It runs: poll it until it answers.
+    Running(Run),
+}
+
+/// A handler that is running: its future, what cancels it, and its deadline.
+pub(crate) struct Run {
+    pub(crate) fut: BoxFuture<Option<WireMessage>>,
     pub(crate) cancel: Arc<Cancel>,
+    pub(crate) deadline: Option<tokio::time::Instant>,
 }
 
 impl Dispatch {
+    /// When the call's time is up, counted from now.
+    pub(crate) fn deadline_from_now(&self) -> Option<tokio::time::Instant> {
+        self.budget.map(|b| tokio::time::Instant::now() + b)
+    }
+
+    /// The context of the call, for its handler: its deadline counted from now, and a
+    /// cancellation of its own.
+    pub(crate) fn context(&self) -> CallContext {
+        CallContext::new(
+            self.frame.clone(),
+            self.conn.clone(),
+            self.deadline_from_now().map(tokio::time::Instant::into_std),
+            Arc::default(),
+        )
+    }
+
     /// The encoder for the answer: the connection's, in the codec the request came in, and for a
     /// 0.1.2 peer compressed as the request was (`MessagePackSerializer(compressor=None)` peers
     /// cannot read zlib).
@@ -105,9 +140,27 @@ pub(crate) fn reply_encoder(enc: &FrameEncoder, frame: &Frame) -> FrameEncoder {
     enc
 }
 
-/// A handler with its types erased: decodes, runs, encodes the answer.
-pub(crate) type Erased = Arc<dyn Fn(Dispatch) -> BoxFuture<Option<WireMessage>> + Send + Sync>;
+/// A handler with its types erased: decodes the request, then answers it at once or starts a
+/// future that will. The caller keeps the [`Dispatch`], to answer for the handler if it
+/// panics or runs out of time.
+pub(crate) type Erased = Arc<dyn Fn(&Dispatch) -> Started + Send + Sync>;
 
+/// The request of `d`, decoded; `Err` holds the `bad_request` answer.
+fn request<T: DeserializeOwned>(d: &Dispatch) -> Result<T, Option<WireMessage>> {
+    d.frame.decode::<T>().map_err(|e| {
+        d.fail(
+            code::BAD_REQUEST,
+            &format!("bad payload for {}: {e}", d.frame.path()),
+        )
+    })
+}
+
+/// A span per call when debug logging is on; next to nothing when it is off.
+fn call_span(d: &Dispatch) -> tracing::Span {
+    tracing::debug_span!("call", path = d.frame.path(), id = d.frame.id())
+}
+
+/// An `async` handler, erased.
 fn erase<T, R, E, F, Fut>(f: F) -> Erased
 where
     F: Fn(T, CallContext) -> Fut + Send + Sync + 'static,
@@ -116,36 +169,60 @@ where
     R: Serialize + Send + 'static,
     E: Serialize + Send + 'static,
 {
-    Arc::new(move |d: Dispatch| match d.frame.decode::<T>() {
-        Err(e) => {
-            let answer = d.fail(
-                code::BAD_REQUEST,
-                &format!("bad payload for {}: {e}", d.frame.path()),
-            );
-            Box::pin(std::future::ready(answer))
-        }
-        Ok(request) => {
-            // A span per call when debug logging is on; next to nothing when it is off.
-            let span = tracing::debug_span!("call", path = d.frame.path(), id = d.frame.id());
-            let ctx = CallContext::new(d.frame.clone(), d.conn.clone(), d.deadline, d.cancel.clone());
-            let fut = if span.is_disabled() {
-                f(request, ctx)
-            } else {
-                span.in_scope(|| f(request, ctx))
-            };
-            Box::pin(crate::in_span(
-                async move {
-                    let outcome = fut.await;
-                    d.answer(outcome)
-                },
-                span,
-            ))
-        }
+    Arc::new(move |d: &Dispatch| {
+        let request = match request::<T>(d) {
+            Ok(request) => request,
+            Err(answer) => return Started::Answered(answer),
+        };
+        let span = call_span(d);
+        let ctx = d.context();
+        let (cancel, deadline) = (
+            ctx.cancel_handle().clone(),
+            ctx.deadline().map(tokio::time::Instant::from_std),
+        );
+        let fut = if span.is_disabled() {
+            f(request, ctx)
+        } else {
+            span.in_scope(|| f(request, ctx))
+        };
+        let d = d.clone();
+        Started::Running(Run {
+            fut: Box::pin(crate::in_span(async move { d.answer(fut.await) }, span)),
+            cancel,
+            deadline,
+        })
+    })
+}
+
+/// A handler that is not `async`, erased: it answers while the request is dispatched, with
+/// no future to box and poll. Its context, if it takes one, is made when it asks.
+fn erase_now<T, R, E>(f: ServeNow<T, R, E>) -> Erased
+where
+    T: DeserializeOwned + Send + 'static,
+    R: Serialize + Send + 'static,
+    E: Serialize + Send + 'static,
+{
+    Arc::new(move |d: &Dispatch| {
+        let request = match request::<T>(d) {
+            Ok(request) => request,
+            Err(answer) => return Started::Answered(answer),
+        };
+        let span = call_span(d);
+        let context = || d.context();
+        let outcome = if span.is_disabled() {
+            f(request, &context)
+        } else {
+            span.in_scope(|| f(request, &context))
+        };
+        Started::Answered(d.answer(outcome))
     })
 }
 
 pub(crate) fn erase_route<R: Serve>() -> Erased {
-    erase(|request: R::Request, call: CallContext| R::serve(request, call))
+    match R::serve_now() {
+        Some(now) => erase_now(now),
+        None => erase(|request: R::Request, call: CallContext| R::serve(request, call)),
+    }
 }
 
 /// Route `R` with the state it takes, for `ServerBuilder::route`.
