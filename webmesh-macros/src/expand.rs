@@ -274,6 +274,7 @@ impl<'a> Expansion<'a> {
         // the request, and makes its context only if it takes one.
         let serve_now = (!is_async).then(|| {
             let context = format_ident!("__webmesh_context");
+            let now = format_ident!("__webmesh_now");
             let takes_context = self.h.args.iter().any(|a| matches!(a, Arg::Context(_)));
             let make_call = if takes_context {
                 quote!(let #call: #krate::CallContext = #context();)
@@ -286,7 +287,7 @@ impl<'a> Expansion<'a> {
                     <Self as #krate::Route>::Response,
                     <Self as #krate::Route>::Error,
                 >> {
-                    let now: #krate::__private::ServeNow<
+                    let #now: #krate::__private::ServeNow<
                         <Self as #krate::Route>::Request,
                         <Self as #krate::Route>::Response,
                         <Self as #krate::Route>::Error,
@@ -295,7 +296,7 @@ impl<'a> Expansion<'a> {
                         #make_call
                         #body
                     };
-                    ::core::option::Option::Some(now)
+                    ::core::option::Option::Some(#now)
                 }
             }
         });

@@ -1,6 +1,7 @@
 //! Issue 9: the generated items cannot capture the user's names. A payload type named `Route`,
 //! a response named `PATH` and an error named `call` resolve to the user's types, not to the
-//! generated marker, constant or stub.
+//! generated marker, constant or stub. Unit structs named like locals of the generated server
+//! half (`now`, `context`, `request`) are not captured by its patterns either.
 #![allow(non_camel_case_types)]
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +22,15 @@ impl std::fmt::Display for call {
         f.write_str("no route")
     }
 }
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct now;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct context;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct request;
 
 #[webmesh::route("/plan")]
 pub fn plan(route: Route) -> Result<PATH, call> {

@@ -1062,8 +1062,15 @@ fn prepare(
         },
         budget,
     };
-    let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&dispatch)))
-        .map_err(|_| fail(code::INTERNAL, &format!("handler for {path} panicked")))?;
+    let started =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&dispatch))).map_err(|_| {
+            tracing::error!(path, "handler panicked (forwarded call)");
+            if notify {
+                None
+            } else {
+                fail(code::INTERNAL, &format!("handler for {path} panicked"))
+            }
+        })?;
     let (fut, cancel, deadline) = match started {
         Started::Running(run) => (run.fut, run.cancel, run.deadline.map(Into::into)),
         // A handler that is not `async` answered already.

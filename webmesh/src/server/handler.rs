@@ -170,12 +170,13 @@ where
     E: Serialize + Send + 'static,
 {
     Arc::new(move |d: &Dispatch| {
+        // Its deadline counts from before the payload is decoded (a large one takes a while).
+        let ctx = d.context();
         let request = match request::<T>(d) {
             Ok(request) => request,
             Err(answer) => return Started::Answered(answer),
         };
         let span = call_span(d);
-        let ctx = d.context();
         let (cancel, deadline) = (
             ctx.cancel_handle().clone(),
             ctx.deadline().map(tokio::time::Instant::from_std),
