@@ -36,9 +36,10 @@ pub(crate) enum End {
 /// rest, instead of the two sides taking turns with whole batches. 1 × 64 small calls on 2 cores,
 /// three interleaved rounds: 179–189k → 214–234k calls/s, CPU per call unchanged (7.3–8.3 µs);
 /// 16 × 16 and 64 KiB unchanged. Since the server answers a plain `fn` handler as it reads its
-/// request (stop 30), a server turn is quick enough that every 8 frames made it write ~1.5× as
-/// often as the client could use; every 32 frames: 1 × 64 512–575k → 573–613k calls/s, 16 × 16
-/// 594–621k → 638–702k, 64 KiB unchanged (every 64 or never: 486–573k).
+/// request (stop 30), its turns are quick enough that every 8 frames made it write ~1.35× as
+/// often per call, and the client slower per call. Every 32 frames instead, 1 × 64: 520–548k →
+/// 573–613k calls/s (every 16: 512–575k; 64: 486–527k; never: 502–573k); 64 KiB unchanged.
+/// See BENCHMARKS.md, stop 30.
 const FLUSH_EVERY: usize = 32;
 
 /// What a driver (server or client) plugs into the loop.
