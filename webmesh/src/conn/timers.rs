@@ -53,9 +53,9 @@ impl Timer {
                 Poll::Ready(())
             }
             Poll::Pending => {
-                if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    self.waker = Some(cx.waker().clone());
-                }
+                // Past the check above, the waker held is none or another task's: the `Sleep`
+                // just registered `cx`'s.
+                self.waker = Some(cx.waker().clone());
                 Poll::Pending
             }
         }
