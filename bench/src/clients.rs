@@ -31,6 +31,10 @@ pub(crate) enum System {
     WebmeshLegacy,
     /// webmesh-rs as `Webmesh`, over TLS (`wss://`, rustls with ring, TLS 1.3).
     WebmeshTls,
+    /// webmesh-rs as `Webmesh` with compression off on both sides: a labelled row of the 64 KiB
+    /// tables only, showing what deflate costs and saves there (webmesh-rs is judged by its
+    /// default row).
+    WebmeshNoDeflate,
     /// jsonrpsee WebSocket server and its `#[rpc(client)]` stub.
     Jsonrpsee,
     /// tarpc over TCP with bincode (its serde transport) and its generated client.
@@ -40,10 +44,11 @@ pub(crate) enum System {
 }
 
 impl System {
-    pub(crate) const ALL: [System; 9] = [
+    pub(crate) const ALL: [System; 10] = [
         System::Raw,
         System::RawSplit,
         System::Webmesh,
+        System::WebmeshNoDeflate,
         System::WebmeshTls,
         System::WebmeshJson,
         System::WebmeshLegacy,
@@ -61,6 +66,7 @@ impl System {
             System::WebmeshJson => "json",
             System::WebmeshLegacy => "legacy",
             System::WebmeshTls => "wss",
+            System::WebmeshNoDeflate => "nodeflate",
             System::Jsonrpsee => "jsonrpsee",
             System::Tarpc => "tarpc",
             System::Tonic => "tonic",
@@ -75,6 +81,7 @@ impl System {
             System::WebmeshJson => "webmesh-rs (json, v1)",
             System::WebmeshLegacy => "webmesh-rs (0.1.2 legacy)",
             System::WebmeshTls => "webmesh-rs (msgpack, v1, wss)",
+            System::WebmeshNoDeflate => "webmesh-rs (msgpack, v1, deflate off)",
             System::Jsonrpsee => "jsonrpsee",
             System::Tarpc => "tarpc (bincode, TCP)",
             System::Tonic => "tonic (gRPC, prost)",
@@ -88,6 +95,7 @@ impl System {
             System::RawSplit => "raw-split",
             System::Webmesh | System::WebmeshJson | System::WebmeshLegacy => "webmesh",
             System::WebmeshTls => "webmesh-tls",
+            System::WebmeshNoDeflate => "webmesh-nodeflate",
             System::Jsonrpsee => "jsonrpsee",
             System::Tarpc => "tarpc",
             System::Tonic => "tonic",
@@ -114,8 +122,8 @@ pub(crate) fn wire_bytes<T: serde::Serialize + crate::grpc::Proto>(
 ) -> usize {
     use webmesh::codec::{Compression, FrameEncoder, Framing};
     let both = |req: usize, resp: usize| req + ws_overhead(req, true) + resp + ws_overhead(resp, false);
-    let wm = |framing: Framing, codec: AnyCodec| {
-        let enc = FrameEncoder::new(framing, codec, Compression::default());
+    let wm = |framing: Framing, codec: AnyCodec, compression: Compression| {
+        let enc = FrameEncoder::new(framing, codec, compression);
         let req = enc.call(1, "/bench/small", payload).map(|m| m.len()).unwrap_or(0);
         let resp = enc
             .reply(1, "/bench/small", payload)
@@ -127,9 +135,10 @@ pub(crate) fn wire_bytes<T: serde::Serialize + crate::grpc::Proto>(
     match system {
         System::Raw | System::RawSplit => both(raw.len(), raw.len()),
         // TLS records add ~22 bytes per message on top (TLS 1.3 AEAD tag and header): not counted.
-        System::Webmesh | System::WebmeshTls => wm(Framing::V1, AnyCodec::MSGPACK),
-        System::WebmeshJson => wm(Framing::V1, AnyCodec::JSON),
-        System::WebmeshLegacy => wm(Framing::Legacy, AnyCodec::MSGPACK),
+        System::Webmesh | System::WebmeshTls => wm(Framing::V1, AnyCodec::MSGPACK, Compression::default()),
+        System::WebmeshNoDeflate => wm(Framing::V1, AnyCodec::MSGPACK, Compression::none()),
+        System::WebmeshJson => wm(Framing::V1, AnyCodec::JSON, Compression::default()),
+        System::WebmeshLegacy => wm(Framing::Legacy, AnyCodec::MSGPACK, Compression::default()),
         System::Jsonrpsee => {
             let req = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "small", "params": [payload]});
             let resp = serde_json::json!({"jsonrpc": "2.0", "id": 1, "result": payload});
@@ -210,6 +219,13 @@ impl Conn {
             ),
             System::WebmeshLegacy => Conn::Webmesh(
                 wm(AnyCodec::MSGPACK, webmesh::Protocol::Legacy)
+                    .connect(&url)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            ),
+            System::WebmeshNoDeflate => Conn::Webmesh(
+                wm(AnyCodec::MSGPACK, webmesh::Protocol::V1)
+                    .compression(webmesh::codec::Compression::none())
                     .connect(&url)
                     .await
                     .map_err(|e| e.to_string())?,

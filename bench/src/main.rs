@@ -12,17 +12,19 @@
 //! compressible log records, or pseudo-random numbers; both by default), `--no-python`,
 //! `--workload seq|1x64|16x16|large|large-numbers|idle|fanout|cluster` (`large` takes both 64 KiB
 //! rows) and
-//! `--system raw|raw-split|webmesh|wss|json|legacy|jsonrpsee|tarpc|tonic` to run one cell, or
+//! `--system raw|raw-split|webmesh|nodeflate|wss|json|legacy|jsonrpsee|tarpc|tonic` to run one cell, or
 //! a comma-separated list of them (for profiling and A/B runs; the cluster rows:
 //! `nats|local|forwarded|fanout-local|fanout-cross`).
 //!
 //! Systems: raw tokio-tungstenite binary echo (the transport limit), webmesh-rs with the default
-//! codec through the generated stub, webmesh-rs JSON, webmesh-rs in 0.1.2 legacy framing,
+//! codec through the generated stub (and, in the 64 KiB tables only, a labelled row of it with
+//! compression off on both sides), webmesh-rs JSON, webmesh-rs in 0.1.2 legacy framing,
 //! jsonrpsee (WebSocket server + `#[rpc(client)]` stub), tarpc (serde transport over TCP with
 //! bincode, each request in its own task), tonic (gRPC, prost), and the Python webmesh 0.1.2
 //! reference
 //! (client and server in Python, sequential only) when `.venv` exists. Each run starts a fresh
-//! server process. Every loop is bounded by time and count. `docs/BENCHMARKS.md` has results and
+//! server process, and the systems of a table take their runs in turn (run 1 of each, then run 2
+//! of each, ...), so that a drift of the machine's speed moves a table's rows together. Every loop is bounded by time and count. `docs/BENCHMARKS.md` has results and
 //! what bounds them.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -289,7 +291,7 @@ async fn orchestrate(o: &Options) -> Result<(), String> {
     println!("# webmesh-rs benchmark");
     println!();
     println!(
-        "{} run(s) per cell, {:.1} s each, fresh server process per run; server and client on 127.0.0.1, separate processes; {} cores.",
+        "{} run(s) per cell, {:.1} s each, the systems of a table taking their runs in turn, fresh server process per run; server and client on 127.0.0.1, separate processes; {} cores.",
         o.runs,
         o.secs,
         std::thread::available_parallelism().map_or(0, |n| n.get())
@@ -312,13 +314,19 @@ async fn orchestrate(o: &Options) -> Result<(), String> {
                 continue;
             }
         }
-        let mut rows = Vec::new();
-        for system in System::ALL {
-            if !o.wants(system.key()) {
-                continue;
-            }
-            let mut samples = Vec::new();
-            for _ in 0..o.runs {
+        // The deflate-off row belongs to the 64 KiB tables, where deflate runs.
+        let systems: Vec<System> = System::ALL
+            .into_iter()
+            .filter(|s| o.wants(s.key()))
+            .filter(|s| *s != System::WebmeshNoDeflate || matches!(w, Workload::Large { .. }))
+            .collect();
+        // Run k of every system, then run k + 1 of every system: each row's runs spread over the
+        // same minutes, so a machine that speeds up or slows down for a while moves all the rows
+        // of a table together instead of the ratios between them.
+        let mut samples: Vec<Vec<workloads::Sample>> = systems.iter().map(|_| Vec::new()).collect();
+        for _ in 0..o.runs {
+            for (system, samples) in systems.iter().zip(&mut samples) {
+                let system = *system;
                 let server = rust_server(system.server_kind())?;
                 let mut s = workloads::run(w, system, server.port, server.pid(), budget, inputs.clone())
                     .await
@@ -333,8 +341,12 @@ async fn orchestrate(o: &Options) -> Result<(), String> {
                 };
                 samples.push(s);
             }
-            rows.push(report::Row::new(system.name(), samples));
         }
+        let rows: Vec<report::Row> = systems
+            .iter()
+            .zip(samples)
+            .map(|(system, samples)| report::Row::new(system.name(), samples))
+            .collect();
         tables.push((w, rows));
     }
     let fanout_wanted = o.workload.as_ref().is_none_or(|f| "fanout".contains(f.as_str()));

@@ -31,8 +31,9 @@ pub(crate) fn serve(kind: &str) -> Result<(), String> {
         let port = match kind {
             "raw" => raw_echo().await,
             "raw-split" => raw_echo_split().await,
-            "webmesh" => webmesh_server(false).await,
-            "webmesh-tls" => webmesh_server(true).await,
+            "webmesh" => webmesh_server(false, true).await,
+            "webmesh-nodeflate" => webmesh_server(false, false).await,
+            "webmesh-tls" => webmesh_server(true, true).await,
             "jsonrpsee" => jsonrpsee_server().await,
             "tarpc" => tarpc_server().await,
             "tonic" => crate::grpc::server().await,
@@ -146,7 +147,7 @@ async fn raw_echo_split() -> Result<u16, String> {
 
 /// webmesh-rs: the two `#[webmesh::route]` echo routes, for v1 (msgpack and JSON) and legacy
 /// peers; over TLS with the certificate the harness made (`crate::tls`).
-async fn webmesh_server(tls: bool) -> Result<u16, String> {
+async fn webmesh_server(tls: bool, deflate: bool) -> Result<u16, String> {
     let limits = webmesh::codec::Limits::default()
         .max_frame_size(MAX_MESSAGE)
         .max_inflated_size(MAX_MESSAGE);
@@ -154,6 +155,9 @@ async fn webmesh_server(tls: bool) -> Result<u16, String> {
         .bind("127.0.0.1:0")
         .limits(limits)
         .max_connections(MAX_CONNECTIONS);
+    if !deflate {
+        builder = builder.compression(webmesh::codec::Compression::none());
+    }
     if tls {
         builder = builder.tls(crate::tls::server_config_from_env()?);
     }

@@ -34,6 +34,16 @@ fn quick_mode_runs_every_system_and_workload() {
             "{system}: {lines:?}"
         );
     }
+    // The labelled deflate-off row runs in the two 64 KiB tables, and only there.
+    let no_deflate: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("- webmesh-rs (msgpack, v1, deflate off):"))
+        .collect();
+    assert_eq!(no_deflate.len(), 2, "{no_deflate:?}\n{stdout}");
+    assert!(
+        no_deflate.iter().all(|l| !l.contains(": 0 ops")),
+        "{no_deflate:?}"
+    );
     // The fan-out: each system delivers, and loses nothing.
     for system in [
         "raw broadcast (tokio-tungstenite)",
