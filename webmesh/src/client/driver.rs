@@ -116,6 +116,9 @@ struct Calling {
     answered: usize,
     /// Commands taken from the channel in one go (empty between polls; kept for its buffer).
     batch: Vec<Command>,
+    /// The command channel answered `Pending` during the current poll of the task (see
+    /// `poll_work`).
+    rx_waits: bool,
 }
 
 impl Driver {
@@ -142,6 +145,7 @@ impl Driver {
                 closing: false,
                 answered: 0,
                 batch: Vec::new(),
+                rx_waits: false,
             },
             dialer,
             keepalive,
@@ -322,7 +326,7 @@ impl Driver {
 }
 
 impl Role for Calling {
-    fn poll_work(&mut self, cx: &mut Context<'_>, out: &mut Outbox) -> bool {
+    fn poll_work(&mut self, cx: &mut Context<'_>, out: &mut Outbox, again: bool) -> bool {
         let mut progress = false;
         // Held messages go out first, as the outbox drains.
         while out.queue.len() < OUT_HIGH {
@@ -335,6 +339,13 @@ impl Role for Calling {
         if self.held.is_empty() {
             self.shared.congested.store(false, Ordering::Release);
         }
+        // The channel answered `Pending` in an earlier turn of this poll: it holds this task's
+        // waker, and no call was taken since, so no deadline either (only calls add one; the
+        // timer's registration is the one made then).
+        if again && self.rx_waits {
+            return progress;
+        }
+        self.rx_waits = false;
         // `held` takes one more than the channel holds: when the driver starts holding, the
         // channel may be full again behind the command that started it. Commands come in
         // batches of at most what `held` could still take: a batch returns its room in the
@@ -361,7 +372,10 @@ impl Role for Calling {
                         }
                     }
                 }
-                Poll::Pending => break,
+                Poll::Pending => {
+                    self.rx_waits = true;
+                    break;
+                }
             }
         }
         self.batch = batch;

@@ -312,7 +312,7 @@ impl Driver {
         let Driver { socket, serving } = self;
         loop {
             let mut progress = socket.poll_write(cx);
-            progress |= serving.poll_work(cx, &mut socket.outbox);
+            progress |= serving.poll_work(cx, &mut socket.outbox, false);
             if serving.refusing
                 && !*read_done
                 && !socket.write_failed()
@@ -348,7 +348,7 @@ impl Driver {
 }
 
 impl Role for Serving {
-    fn poll_work(&mut self, cx: &mut Context<'_>, out: &mut Outbox) -> bool {
+    fn poll_work(&mut self, cx: &mut Context<'_>, out: &mut Outbox, _again: bool) -> bool {
         let mut progress = false;
         // Pushes from other tasks and topic messages, all that wait, then the news of what did
         // not fit (lags, closed subscriptions): it happened after them.
