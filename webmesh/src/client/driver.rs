@@ -117,7 +117,8 @@ struct Calling {
     /// Commands taken from the channel in one go (empty between polls; kept for its buffer).
     batch: Vec<Command>,
     /// The command channel answered `Pending` during the current poll of the task (see
-    /// `poll_work`).
+    /// `poll_work`). Meaningful within one poll only: the first turn of every poll passes
+    /// `again == false`, which clears it before the channel is asked.
     rx_waits: bool,
 }
 

@@ -124,9 +124,10 @@ impl Socket {
 
     fn poll_turns(&mut self, role: &mut impl Role, cx: &mut Context<'_>) -> Poll<End> {
         let mut read_since_flush = 0;
-        // The turns after the first of this poll (see `Role::poll_work`), and whether the peer's
-        // socket answered `Pending` in one of them: it holds this task's waker then, and what
-        // arrives meanwhile wakes the task, so later turns do not ask it again. A sequential call
+        // Whether this is a turn after the first of this poll (see `Role::poll_work`), and
+        // whether the peer's socket answered `Pending` in any turn of it: it holds this task's
+        // waker then, and what arrives meanwhile wakes the task, so later turns do not ask it
+        // again. A sequential call
         // made the client's driver ask an empty socket four times and the server's twice, a
         // few hundred instructions each (callgrind).
         let mut again = false;
