@@ -24,8 +24,8 @@
 //! reference
 //! (client and server in Python, sequential only) when `.venv` exists. Each run starts a fresh
 //! server process, and the systems of a table take their runs in turn (run 1 of each, then run 2
-//! of each, ...), so that a drift of the machine's speed moves a table's rows together. Every loop is bounded by time and count. `docs/BENCHMARKS.md` has results and
-//! what bounds them.
+//! of each, ...), so that a drift of the machine's speed moves a table's rows together. Every
+//! loop is bounded by time and count. `docs/BENCHMARKS.md` has results and what bounds them.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod clients;
