@@ -127,9 +127,8 @@ impl Socket {
         // Whether this is a turn after the first of this poll (see `Role::poll_work`), and
         // whether the peer's socket answered `Pending` in any turn of it: it holds this task's
         // waker then, and what arrives meanwhile wakes the task, so later turns do not ask it
-        // again. A sequential call
-        // made the client's driver ask an empty socket four times and the server's twice, a
-        // few hundred instructions each (callgrind).
+        // again. A sequential call made the client's driver ask an empty socket four times and
+        // the server's twice, a few hundred instructions each (callgrind).
         let mut again = false;
         let mut read_waits = false;
         loop {
